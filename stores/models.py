@@ -1,0 +1,142 @@
+"""Synced supply-chain records: master data written on the master, store data on its host."""
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+
+
+class SyncedModel(models.Model):
+    """A record that travels between sites; its UUID is made where it is created."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+
+    class Meta:
+        abstract = True
+
+
+class Store(SyncedModel):
+    """A location that holds stock: a warehouse, a hospital pharmacy, a clinic."""
+
+    code = models.CharField(max_length=20, unique=True)
+    name = models.CharField(max_length=200)
+
+    class Meta:
+        ordering = ["code"]
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.name}"
+
+
+class Item(SyncedModel):
+    """A medicine or supply, stocked in a unit such as tablet or vial."""
+
+    code = models.CharField(max_length=30, unique=True)
+    name = models.CharField(max_length=200)
+    unit = models.CharField(max_length=30)
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["code"]
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.name}"
+
+
+class Name(SyncedModel):
+    """Another party of a transaction: a customer or a supplier."""
+
+    class Kind(models.TextChoices):
+        CUSTOMER = "customer", "Customer"
+        SUPPLIER = "supplier", "Supplier"
+
+    code = models.CharField(max_length=30, unique=True)
+    name = models.CharField(max_length=200)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["code"]
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.name}"
+
+
+class Transaction(SyncedModel):
+    """A movement of goods in or out of a store; finalising it moves the stock."""
+
+    class Kind(models.TextChoices):
+        SUPPLIER_INVOICE = "supplier_invoice", "Supplier invoice (goods received)"
+        CUSTOMER_INVOICE = "customer_invoice", "Customer invoice (goods issued)"
+        INVENTORY_ADJUSTMENT = "inventory_adjustment", "Inventory adjustment"
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        FINALISED = "finalised", "Finalised"
+
+    store = models.ForeignKey(Store, on_delete=models.PROTECT, related_name="transactions")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    number = models.PositiveIntegerField()
+    name = models.ForeignKey(
+        Name, on_delete=models.PROTECT, related_name="transactions", null=True, blank=True
+    )
+    date = models.DateField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
+
+    class Meta:
+        ordering = ["store", "-number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["store", "number"], name="transaction_number_per_store"
+            ),
+        ]
+        indexes = [models.Index(fields=["store", "date"])]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.number}"
+
+
+class TransactionLine(SyncedModel):
+    """One item batch on a transaction; adjustments may be negative, invoices may not."""
+
+    transaction = models.ForeignKey(Transaction, on_delete=models.CASCADE, related_name="lines")
+    item = models.ForeignKey(Item, on_delete=models.PROTECT, related_name="transaction_lines")
+    batch = models.CharField(max_length=50)
+    expiry = models.DateField()
+    quantity = models.IntegerField()
+    cost_price = models.DecimalField(max_digits=12, decimal_places=2, default=0)
+    sell_price = models.DecimalField(max_digits=12, decimal_places=2, default=0)
+
+    class Meta:
+        ordering = ["transaction", "item"]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(quantity=0), name="transaction_line_quantity_nonzero"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.item} batch {self.batch} x {self.quantity}"
+
+
+class StockLine(SyncedModel):
+    """The quantity on hand of one item batch in one store."""
+
+    store = models.ForeignKey(Store, on_delete=models.PROTECT, related_name="stock_lines")
+    item = models.ForeignKey(Item, on_delete=models.PROTECT, related_name="stock_lines")
+    batch = models.CharField(max_length=50)
+    expiry = models.DateField()
+    quantity = models.IntegerField(default=0)
+
+    class Meta:
+        ordering = ["store", "item", "expiry"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["store", "item", "batch", "expiry"], name="stock_line_per_batch"
+            ),
+            models.CheckConstraint(condition=Q(quantity__gte=0), name="stock_line_not_negative"),
+        ]
+        indexes = [models.Index(fields=["store", "expiry"])]
+
+    def __str__(self) -> str:
+        return f"{self.item} batch {self.batch} ({self.quantity})"

@@ -1,0 +1,201 @@
+"""Write paths for master data and transactions; every user-facing change goes through here."""
+
+import datetime
+from collections import defaultdict
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.db.models import Max, ProtectedError
+
+from .models import Item, Name, StockLine, Store, Transaction, TransactionLine
+
+
+class MasterDataReadOnlyError(PermissionDenied):
+    """Raised when master data is written anywhere but on the master server."""
+
+
+MasterRecord = TypeVar("MasterRecord", Store, Item, Name)
+
+
+def master_data_ensure_writable() -> None:
+    """Refuse master-data writes on a satellite, as the seed document requires."""
+    # sync owns the site's role; its selector is the public answer (stores never imports more).
+    from sync.selectors import site_is_master, site_sync_id
+
+    if not site_is_master():
+        raise MasterDataReadOnlyError(
+            "Items, names and stores can only be added, changed or deleted on the master server "
+            f"(Sync ID 1). This server is satellite {site_sync_id()}: make the change on the "
+            "master and it will arrive here at the next sync."
+        )
+
+
+@transaction.atomic
+def master_record_save(*, record: MasterRecord, **changes: Any) -> MasterRecord:
+    """Create or change a store, item or name on the master after full validation."""
+    master_data_ensure_writable()
+    for field, value in changes.items():
+        setattr(record, field, value)
+    record.full_clean()
+    record.save()
+    return record
+
+
+def store_create(*, code: str, name: str) -> Store:
+    """Add a store on the master."""
+    return master_record_save(record=Store(), code=code, name=name)
+
+
+def item_create(*, code: str, name: str, unit: str) -> Item:
+    """Add an item on the master."""
+    return master_record_save(record=Item(), code=code, name=name, unit=unit)
+
+
+def name_create(*, code: str, name: str, kind: str) -> Name:
+    """Add a customer or supplier on the master."""
+    return master_record_save(record=Name(), code=code, name=name, kind=kind)
+
+
+@transaction.atomic
+def master_record_delete(*, record: Store | Item | Name) -> None:
+    """Delete a master record on the master; one that history points at must be deactivated."""
+    master_data_ensure_writable()
+    try:
+        record.delete()
+    except ProtectedError as error:
+        raise ValidationError(
+            f"{record} is used by {len(error.protected_objects)} other records, so it cannot be "
+            "deleted. Deactivate it instead: it stays in history but can no longer be chosen."
+        ) from error
+
+
+@dataclass(frozen=True)
+class LineInput:
+    """One line of a transaction as a user enters it."""
+
+    item: Item
+    batch: str
+    expiry: datetime.date
+    quantity: int
+    cost_price: Decimal = Decimal("0")
+    sell_price: Decimal = Decimal("0")
+
+
+# How each kind of transaction moves stock when it is finalised.
+STOCK_DIRECTION = {
+    Transaction.Kind.SUPPLIER_INVOICE: 1,
+    Transaction.Kind.CUSTOMER_INVOICE: -1,
+    Transaction.Kind.INVENTORY_ADJUSTMENT: 1,
+}
+
+
+def transaction_number_next(*, store: Store) -> int:
+    """Return the next transaction number of `store`, locking the store row until commit."""
+    locked_store = Store.objects.select_for_update().get(pk=store.pk)
+    return (locked_store.transactions.aggregate(last=Max("number"))["last"] or 0) + 1
+
+
+@transaction.atomic
+def transaction_create(
+    *,
+    store: Store,
+    kind: str,
+    date: datetime.date,
+    lines: list[LineInput],
+    name: Name | None = None,
+) -> Transaction:
+    """Create a draft transaction with the next number of its store and its lines."""
+    record = Transaction(
+        store=store, kind=kind, name=name, date=date, number=transaction_number_next(store=store)
+    )
+    record.full_clean()
+    _lines_validate(kind=kind, lines=lines)
+    record.save()
+    TransactionLine.objects.bulk_create(
+        TransactionLine(
+            transaction=record,
+            item=line.item,
+            batch=line.batch,
+            expiry=line.expiry,
+            quantity=line.quantity,
+            cost_price=line.cost_price,
+            sell_price=line.sell_price,
+        )
+        for line in lines
+    )
+    return record
+
+
+def _lines_validate(*, kind: str, lines: list[LineInput]) -> None:
+    if not lines:
+        raise ValidationError("A transaction needs at least one line.")
+    for line in lines:
+        if line.quantity == 0:
+            raise ValidationError(f"The quantity of {line.item} batch {line.batch} is zero.")
+        if kind != Transaction.Kind.INVENTORY_ADJUSTMENT and line.quantity < 0:
+            raise ValidationError(
+                f"Invoice quantities must be positive: {line.item} batch {line.batch} has "
+                f"{line.quantity}. Use an inventory adjustment to reduce stock."
+            )
+
+
+StockKey = tuple[Any, str, datetime.date]
+
+
+@transaction.atomic
+def transaction_finalise(*, record: Transaction) -> Transaction:
+    """Finalise a draft and move its stock, refusing to issue more than is on hand."""
+    record = Transaction.objects.select_for_update().select_related("store").get(pk=record.pk)
+    if record.status == Transaction.Status.FINALISED:
+        raise ValidationError(f"{record} of {record.store} is already finalised.")
+    direction = STOCK_DIRECTION[Transaction.Kind(record.kind)]
+    deltas: dict[StockKey, int] = defaultdict(int)
+    names: dict[StockKey, str] = {}
+    for line in record.lines.select_related("item"):
+        key = (line.item_id, line.batch, line.expiry)
+        deltas[key] += direction * line.quantity
+        names[key] = str(line.item)
+    stock = {
+        (stock_line.item_id, stock_line.batch, stock_line.expiry): stock_line
+        for stock_line in StockLine.objects.select_for_update().filter(
+            store=record.store, item_id__in={key[0] for key in deltas}
+        )
+    }
+    shortfalls = []
+    changed, created = [], []
+    for key, delta in deltas.items():
+        stock_line = stock.get(key)
+        on_hand = stock_line.quantity if stock_line else 0
+        if on_hand + delta < 0:
+            shortfalls.append(
+                f"Cannot issue {-delta} of {names[key]} batch {key[1]} (expiry {key[2]}): "
+                f"only {on_hand} on hand in {record.store}."
+            )
+        elif stock_line is None:
+            created.append(
+                StockLine(
+                    store=record.store, item_id=key[0], batch=key[1], expiry=key[2], quantity=delta
+                )
+            )
+        else:
+            stock_line.quantity = on_hand + delta
+            changed.append(stock_line)
+    if shortfalls:
+        raise ValidationError(shortfalls)
+    StockLine.objects.bulk_update(changed, ["quantity"])
+    StockLine.objects.bulk_create(created)
+    record.status = Transaction.Status.FINALISED
+    record.save(update_fields=["status"])
+    return record
+
+
+@transaction.atomic
+def master_data_seed(*, stores: list[Store], items: list[Item], names: list[Name]) -> None:
+    """Bulk-add master records whose codes are new; existing codes are left as they are."""
+    master_data_ensure_writable()
+    Store.objects.bulk_create(stores, batch_size=1000, ignore_conflicts=True)
+    Item.objects.bulk_create(items, batch_size=1000, ignore_conflicts=True)
+    Name.objects.bulk_create(names, batch_size=1000, ignore_conflicts=True)

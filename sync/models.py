@@ -1,0 +1,174 @@
+"""Local synchronisation state of a site: preferences, peers, unlock attempts."""
+
+from django.conf import settings
+from django.contrib.auth.hashers import check_password, make_password
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, URLValidator
+from django.db import models
+from django.db.models import Q
+
+MASTER_SYNC_ID = 1
+MAX_SYNC_ID = 64
+
+sync_id_validators = [MinValueValidator(MASTER_SYNC_ID), MaxValueValidator(MAX_SYNC_ID)]
+
+
+class SyncPreferences(models.Model):
+    """This site's synchronisation preferences: a singleton, locked behind an authorisation code."""
+
+    SINGLETON_ID = 1
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=SINGLETON_ID, editable=False)
+    sync_id = models.PositiveSmallIntegerField(
+        "Sync ID",
+        default=MASTER_SYNC_ID,
+        validators=sync_id_validators,
+        help_text="1 for the master server; 2-64, unique, for each satellite.",
+    )
+    username = models.CharField("User name", max_length=150, blank=True)
+    # The master only verifies, so it keeps the hash; a satellite must send the password to the
+    # master, so it also keeps the password itself.
+    password_hash = models.CharField(max_length=256, blank=True, editable=False)
+    password = models.CharField(max_length=256, blank=True, editable=False)
+    sync_interval_minutes = models.PositiveIntegerField(
+        "Sync time interval",
+        default=10,
+        help_text="Minutes between a satellite's requests for new information. 0 pauses syncing.",
+    )
+    unlock_code_hash = models.CharField(max_length=256, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = "synchronisation preferences"
+        verbose_name_plural = "synchronisation preferences"
+        permissions = [("unlock_sync_preferences", "Can unlock the synchronisation preferences")]
+        constraints = [
+            models.CheckConstraint(condition=Q(id=1), name="sync_preferences_singleton"),
+            models.CheckConstraint(
+                condition=Q(sync_id__gte=MASTER_SYNC_ID, sync_id__lte=MAX_SYNC_ID),
+                name="sync_preferences_sync_id_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return "Synchronisation preferences"
+
+    @property
+    def is_master(self) -> bool:
+        return self.sync_id == MASTER_SYNC_ID
+
+    def set_password(self, raw_password: str) -> None:
+        self.password_hash = make_password(raw_password)
+        self.password = "" if self.is_master else raw_password
+
+    def check_password(self, raw_password: str) -> bool:
+        return bool(self.password_hash) and check_password(raw_password, self.password_hash)
+
+    def set_unlock_code(self, raw_code: str) -> None:
+        self.unlock_code_hash = make_password(raw_code)
+
+    def check_unlock_code(self, raw_code: str) -> bool:
+        return bool(self.unlock_code_hash) and check_password(raw_code, self.unlock_code_hash)
+
+    def clean(self) -> None:
+        peers = SyncPeer.objects.all()
+        if peers.filter(sync_id=self.sync_id).exists():
+            raise ValidationError(
+                {"sync_id": f"Sync ID {self.sync_id} is already used by a server in Sync with."}
+            )
+        if self.is_master and peers.filter(sync_id=MASTER_SYNC_ID).exists():
+            raise ValidationError(
+                {
+                    "sync_id": "This site lists the master in Sync with: remove it before making "
+                    "this site the master."
+                }
+            )
+        if not self.is_master and peers.exclude(sync_id=MASTER_SYNC_ID).exists():
+            raise ValidationError(
+                {
+                    "sync_id": "This site lists satellites in Sync with: remove them before making "
+                    "this site a satellite."
+                }
+            )
+
+
+class SyncPeer(models.Model):
+    """A server in the Sync with list: every satellite on the master, the master elsewhere."""
+
+    sync_id = models.PositiveSmallIntegerField(
+        "Sync ID", unique=True, validators=sync_id_validators
+    )
+    name = models.CharField(max_length=100)
+    store_code = models.CharField(
+        "Store", max_length=20, help_text="Code of the store that this server hosts."
+    )
+    url = models.CharField(
+        "URL",
+        max_length=300,
+        validators=[
+            URLValidator(
+                schemes=["http", "https"],
+                message="Enter the full http:// or https:// address of the server, for example "
+                "https://clinic.example.org/",
+            )
+        ],
+        help_text="Full URL of the server, for example https://clinic.example.org/",
+    )
+
+    class Meta:
+        ordering = ["sync_id"]
+        verbose_name = "sync with server"
+        verbose_name_plural = "sync with"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(sync_id__gte=MASTER_SYNC_ID, sync_id__lte=MAX_SYNC_ID),
+                name="sync_peer_sync_id_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.sync_id} {self.name}"
+
+    def clean(self) -> None:
+        from stores.models import Store
+
+        preferences = SyncPreferences.objects.get_or_create()[0]
+        others = SyncPeer.objects.exclude(pk=self.pk)
+        if preferences.is_master and self.sync_id == MASTER_SYNC_ID:
+            raise ValidationError(
+                {"sync_id": "This server is the master: list satellites only (Sync ID 2-64)."}
+            )
+        if self.sync_id == preferences.sync_id:
+            raise ValidationError(
+                {"sync_id": f"Sync ID {self.sync_id} is this server's own Sync ID."}
+            )
+        if not preferences.is_master:
+            if self.sync_id != MASTER_SYNC_ID:
+                raise ValidationError(
+                    {"sync_id": "A satellite synchronises with the master only: use Sync ID 1."}
+                )
+            if others.exists():
+                raise ValidationError("A satellite lists exactly one server: the master.")
+            return
+        if self.store_code and not Store.objects.filter(code=self.store_code).exists():
+            raise ValidationError(
+                {"store_code": f"No store with code {self.store_code!r} exists on this master."}
+            )
+        if others.filter(store_code=self.store_code).exists():
+            raise ValidationError(
+                {"store_code": f"Store {self.store_code} is already hosted by another satellite."}
+            )
+
+
+class UnlockAttempt(models.Model):
+    """One try at the authorisation code, kept to count failures and lock a user out."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    attempted_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    succeeded = models.BooleanField()
+
+    class Meta:
+        ordering = ["-attempted_at"]
+        indexes = [models.Index(fields=["user", "attempted_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.user} {'unlocked' if self.succeeded else 'failed'} at {self.attempted_at}"

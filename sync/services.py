@@ -1,0 +1,104 @@
+"""Write paths of the sync app: preferences, the Sync with list and unlocking."""
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.utils import timezone
+
+from .models import SyncPeer, SyncPreferences, UnlockAttempt
+from .selectors import preferences_get
+
+
+@transaction.atomic
+def preferences_update(
+    *,
+    sync_id: int | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    sync_interval_minutes: int | None = None,
+    unlock_code: str | None = None,
+) -> SyncPreferences:
+    """Set the given preferences after the same validation the admin applies."""
+    preferences = SyncPreferences.objects.select_for_update().get(pk=preferences_get().pk)
+    if sync_id is not None:
+        preferences.sync_id = sync_id
+    if username is not None:
+        preferences.username = username
+    if sync_interval_minutes is not None:
+        preferences.sync_interval_minutes = sync_interval_minutes
+    preferences.full_clean()
+    if password is not None:
+        preferences.set_password(password)
+    elif preferences.is_master:
+        preferences.password = ""
+    if unlock_code is not None:
+        preferences.set_unlock_code(unlock_code)
+    preferences.save()
+    return preferences
+
+
+@transaction.atomic
+def peer_save(*, peer: SyncPeer) -> SyncPeer:
+    """Add or change a server in the Sync with list after checking it against this site's role."""
+    peer.full_clean()
+    peer.save()
+    return peer
+
+
+@transaction.atomic
+def peer_delete(*, sync_id: int) -> None:
+    """Remove a server from the Sync with list; raises SyncPeer.DoesNotExist if it is not there."""
+    SyncPeer.objects.get(sync_id=sync_id).delete()
+
+
+class UnlockOutcome(enum.Enum):
+    UNLOCKED = "unlocked"
+    WRONG_CODE = "wrong code"
+    LOCKED_OUT = "locked out"
+
+
+@dataclass(frozen=True)
+class UnlockResult:
+    outcome: UnlockOutcome
+    failures: int
+    locked_until: datetime | None = None
+
+
+def unlock_locked_until(*, user: "User") -> datetime | None:
+    """Return when a locked-out user may try the authorisation code again, or None."""
+    window_start = timezone.now() - timedelta(seconds=settings.SYNC_UNLOCK_LOCKOUT_SECONDS)
+    failures = _recent_failures(user=user, since=window_start)
+    if len(failures) < settings.SYNC_UNLOCK_MAX_FAILURES:
+        return None
+    return failures[0] + timedelta(seconds=settings.SYNC_UNLOCK_LOCKOUT_SECONDS)
+
+
+def _recent_failures(*, user: "User", since: datetime) -> list[datetime]:
+    """Failed attempts since `since` and since the user's last success, newest first."""
+    attempts = UnlockAttempt.objects.filter(user=user, attempted_at__gte=since)
+    last_success = attempts.filter(succeeded=True).values_list("attempted_at", flat=True).first()
+    failures = attempts.filter(succeeded=False)
+    if last_success is not None:
+        failures = failures.filter(attempted_at__gt=last_success)
+    return list(failures.values_list("attempted_at", flat=True))
+
+
+@transaction.atomic
+def preferences_unlock_attempt(*, user: "User", code: str) -> UnlockResult:
+    """Check an authorisation code, counting failures and refusing users who are locked out."""
+    locked_until = unlock_locked_until(user=user)
+    if locked_until is not None:
+        return UnlockResult(
+            UnlockOutcome.LOCKED_OUT, settings.SYNC_UNLOCK_MAX_FAILURES, locked_until
+        )
+    succeeded = preferences_get().check_unlock_code(code)
+    UnlockAttempt.objects.create(user=user, succeeded=succeeded)
+    if succeeded:
+        return UnlockResult(UnlockOutcome.UNLOCKED, 0)
+    window_start = timezone.now() - timedelta(seconds=settings.SYNC_UNLOCK_LOCKOUT_SECONDS)
+    failures = len(_recent_failures(user=user, since=window_start))
+    return UnlockResult(UnlockOutcome.WRONG_CODE, failures, unlock_locked_until(user=user))

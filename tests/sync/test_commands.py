@@ -1,0 +1,155 @@
+"""Provisioning commands: sync_config, sync_peer and seed_demo, with exit codes on bad input."""
+
+import io
+import subprocess
+import sys
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from stores.models import Item, Name, Store
+from sync.models import SyncPeer
+from sync.selectors import preferences_get
+from tests.factories import StoreFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def run(*args: str, stdin: str = "") -> str:
+    out = io.StringIO()
+    sys_stdin = sys.stdin
+    sys.stdin = io.StringIO(stdin)
+    try:
+        call_command(*args, stdout=out)
+    finally:
+        sys.stdin = sys_stdin
+    return out.getvalue()
+
+
+def test_sync_config_prints_preferences_with_password_masked() -> None:
+    run("sync_config", "--username", "syncuser", "--password-stdin", stdin="top-secret\n")
+    output = run("sync_config")
+    assert "syncuser" in output
+    assert "********" in output
+    assert "top-secret" not in output
+
+
+def test_sync_config_sets_every_preference() -> None:
+    output = run(
+        "sync_config",
+        "--sync-id",
+        "5",
+        "--username",
+        "u",
+        "--interval",
+        "3",
+        "--password-stdin",
+        "--unlock-code-stdin",
+        stdin="pw\ncode\n",
+    )
+    preferences = preferences_get()
+    assert (preferences.sync_id, preferences.username, preferences.sync_interval_minutes) == (
+        5,
+        "u",
+        3,
+    )
+    assert preferences.check_password("pw")
+    assert preferences.check_unlock_code("code")
+    assert "5 (satellite)" in output
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (["--sync-id", "65"], "", "sync_id"),
+        (["--sync-id", "0"], "", "sync_id"),
+        (["--interval", "-1"], "", "--interval"),
+        (["--password-stdin"], "", "password on standard input"),
+        (["--password-stdin", "--unlock-code-stdin"], "only-one\n", "unlock_code"),
+    ],
+)
+def test_sync_config_refuses_bad_input(args: list[str], stdin: str, message: str) -> None:
+    with pytest.raises(CommandError, match=message):
+        run("sync_config", *args, stdin=stdin)
+    assert preferences_get().sync_id == 1
+
+
+def test_sync_peer_adds_lists_and_removes() -> None:
+    store = StoreFactory(code="S042")
+    run(
+        "sync_peer",
+        "add",
+        "--sync-id",
+        "4",
+        "--name",
+        "Island",
+        "--store",
+        "S042",
+        "--url",
+        "https://island.example.org/",
+    )
+    assert "4\tIsland\tS042\thttps://island.example.org/" in run("sync_peer", "list")
+    run("sync_peer", "remove", "--sync-id", "4")
+    assert not SyncPeer.objects.exists()
+    assert store.code == "S042"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["add", "--sync-id", "4", "--name", "X", "--store", "S042"], "--url"),
+        (
+            ["add", "--sync-id", "4", "--name", "X", "--store", "NOPE", "--url", "http://a.b/"],
+            "NOPE",
+        ),
+        (
+            ["add", "--sync-id", "4", "--name", "X", "--store", "S042", "--url", "ftp://a.b/"],
+            "http",
+        ),
+        (["remove", "--sync-id", "9"], "No server with Sync ID 9"),
+        (["remove"], "--sync-id"),
+    ],
+)
+def test_sync_peer_refuses_bad_input(args: list[str], message: str) -> None:
+    StoreFactory(code="S042")
+    with pytest.raises(CommandError, match=message):
+        run("sync_peer", *args)
+    assert not SyncPeer.objects.exists()
+
+
+def test_seed_demo_is_idempotent() -> None:
+    run("seed_demo", "--stores", "3", "--items", "50", "--names", "20")
+    first = sorted(Item.objects.values_list("id", "code", "name", "unit"))
+    run("seed_demo", "--stores", "3", "--items", "50", "--names", "20")
+    assert sorted(Item.objects.values_list("id", "code", "name", "unit")) == first
+    assert (Store.objects.count(), Item.objects.count(), Name.objects.count()) == (3, 50, 20)
+    assert Name.objects.filter(kind=Name.Kind.SUPPLIER).count() == 4
+    assert Item.objects.filter(name__startswith="Amoxicillin").exists()
+
+
+def test_seed_demo_is_refused_on_a_satellite(satellite: int) -> None:
+    with pytest.raises(CommandError, match="only be added, changed or deleted on the master"):
+        run("seed_demo", "--items", "5")
+    assert not Item.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["sync_config", "--sync-id", "99"],
+        ["sync_peer", "remove", "--sync-id", "9"],
+        ["sync_peer", "frobnicate"],
+    ],
+)
+def test_commands_exit_non_zero_with_a_message_on_bad_input(args: list[str], tmp_path) -> None:
+    # A real process: operators' scripts read the exit code, not an exception.
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "PATH": "/usr/bin:/bin"}
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v0"], env=env, check=True, timeout=120
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip()

@@ -1,0 +1,130 @@
+"""Validation of preferences and the Sync with list, alike in services, admin and commands."""
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError
+
+from sync.models import SyncPeer, SyncPreferences
+from sync.selectors import preferences_get
+from sync.services import peer_delete, peer_save, preferences_update
+from tests.factories import StoreFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def peer(**fields: object) -> SyncPeer:
+    values = {"sync_id": 2, "name": "Clinic", "store_code": "S001", "url": "http://127.0.0.1:9002/"}
+    values.update(fields)
+    return SyncPeer(**values)
+
+
+@pytest.mark.parametrize("sync_id", [0, 65, 100])
+def test_sync_id_outside_1_to_64_is_refused(sync_id: int) -> None:
+    with pytest.raises(ValidationError) as error:
+        preferences_update(sync_id=sync_id)
+    assert "sync_id" in error.value.message_dict
+    assert preferences_get().sync_id == 1
+
+
+@pytest.mark.parametrize("sync_id", [1, 2, 64])
+def test_sync_id_inside_1_to_64_is_accepted(sync_id: int) -> None:
+    assert preferences_update(sync_id=sync_id).sync_id == sync_id
+
+
+def test_database_refuses_sync_id_outside_range_even_without_validation() -> None:
+    preferences = preferences_get()
+    preferences.sync_id = 65
+    with pytest.raises(IntegrityError):
+        preferences.save()
+
+
+def test_master_stores_only_a_password_hash() -> None:
+    preferences = preferences_update(password="s3cret")
+    assert preferences.password == ""
+    assert "s3cret" not in preferences.password_hash
+    assert preferences.check_password("s3cret")
+    assert not preferences.check_password("wrong")
+
+
+def test_satellite_keeps_the_password_it_must_send_to_the_master() -> None:
+    preferences = preferences_update(sync_id=3, password="s3cret")
+    assert preferences.password == "s3cret"
+    assert preferences.check_password("s3cret")
+
+
+def test_peer_sync_ids_are_unique() -> None:
+    stores = StoreFactory.create_batch(2)
+    peer_save(peer=peer(sync_id=2, store_code=stores[0].code))
+    with pytest.raises(ValidationError) as error:
+        peer_save(peer=peer(sync_id=2, store_code=stores[1].code))
+    assert "sync_id" in error.value.message_dict
+
+
+def test_peer_sync_id_must_differ_from_own(satellite: int) -> None:
+    with pytest.raises(ValidationError, match="own Sync ID"):
+        peer_save(peer=peer(sync_id=satellite))
+
+
+@pytest.mark.parametrize("sync_id", [0, 65])
+def test_peer_sync_id_outside_range_is_refused(sync_id: int) -> None:
+    with pytest.raises(ValidationError) as error:
+        peer_save(peer=peer(sync_id=sync_id, store_code=StoreFactory().code))
+    assert "sync_id" in error.value.message_dict
+
+
+def test_satellite_lists_only_the_master(satellite: int) -> None:
+    with pytest.raises(ValidationError, match="master only"):
+        peer_save(peer=peer(sync_id=5))
+
+
+def test_satellite_lists_exactly_one_server(satellite: int) -> None:
+    peer_save(peer=peer(sync_id=1, name="Master"))
+    with pytest.raises(ValidationError):
+        peer_save(peer=peer(sync_id=1, name="Second master", url="http://127.0.0.1:9100/"))
+    assert SyncPeer.objects.count() == 1
+
+
+def test_master_lists_only_satellites() -> None:
+    with pytest.raises(ValidationError, match="satellites only"):
+        peer_save(peer=peer(sync_id=1, store_code=StoreFactory().code))
+
+
+def test_master_peer_must_name_a_store_that_exists() -> None:
+    with pytest.raises(ValidationError) as error:
+        peer_save(peer=peer(store_code="NOPE"))
+    assert "NOPE" in error.value.message_dict["store_code"][0]
+
+
+def test_master_allows_one_satellite_per_store() -> None:
+    store = StoreFactory()
+    peer_save(peer=peer(sync_id=2, store_code=store.code))
+    with pytest.raises(ValidationError, match="already hosted"):
+        peer_save(peer=peer(sync_id=3, store_code=store.code))
+
+
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1/", "127.0.0.1:8000", "javascript:alert(1)"])
+def test_peer_url_must_be_http_or_https(url: str) -> None:
+    with pytest.raises(ValidationError) as error:
+        peer_save(peer=peer(url=url, store_code=StoreFactory().code))
+    assert "url" in error.value.message_dict
+
+
+def test_peer_with_valid_values_is_saved_and_removed() -> None:
+    store = StoreFactory()
+    peer_save(peer=peer(sync_id=7, store_code=store.code, url="https://clinic.example.org/"))
+    assert SyncPeer.objects.filter(sync_id=7).exists()
+    peer_delete(sync_id=7)
+    assert not SyncPeer.objects.exists()
+
+
+def test_own_sync_id_cannot_take_a_peer_sync_id() -> None:
+    peer_save(peer=peer(sync_id=4, store_code=StoreFactory().code))
+    with pytest.raises(ValidationError, match="already used"):
+        preferences_update(sync_id=4)
+
+
+def test_master_with_satellites_cannot_become_a_satellite() -> None:
+    peer_save(peer=peer(sync_id=4, store_code=StoreFactory().code))
+    with pytest.raises(ValidationError, match="remove them"):
+        preferences_update(sync_id=9)
+    assert SyncPreferences.objects.get().sync_id == 1
