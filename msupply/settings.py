@@ -30,6 +30,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Sync responses are large JSON that compresses well; satellites sit on slow links.
+    "django.middleware.gzip.GZipMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -96,6 +98,8 @@ LOGIN_URL = "admin:login"
 
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "sync.protocol.sync_exception_handler",
+    "UNAUTHENTICATED_USER": None,
 }
 
 SPECTACULAR_SETTINGS = {
@@ -118,6 +122,16 @@ CELERY_TIMEZONE = TIME_ZONE
 SYNC_UNLOCK_SECONDS = env.int("SYNC_UNLOCK_SECONDS", default=15 * 60)
 SYNC_UNLOCK_MAX_FAILURES = 5
 SYNC_UNLOCK_LOCKOUT_SECONDS = env.int("SYNC_UNLOCK_LOCKOUT_SECONDS", default=15 * 60)
+
+# Sync protocol limits. A request body larger than this (before or after gzip) gets 413.
+SYNC_MAX_BODY_BYTES = env.int("SYNC_MAX_BODY_BYTES", default=32 * 1024 * 1024)
+SYNC_AUTH_MAX_FAILURES = 5
+SYNC_AUTH_LOCKOUT_SECONDS = env.int("SYNC_AUTH_LOCKOUT_SECONDS", default=15 * 60)
+SYNC_TOKEN_MAX_AGE_SECONDS = env.int("SYNC_TOKEN_MAX_AGE_SECONDS", default=12 * 60 * 60)
+# Records per push batch and per pull page, and the client's network timeouts in seconds.
+SYNC_BATCH_SIZE = env.int("SYNC_BATCH_SIZE", default=5000)
+SYNC_CONNECT_TIMEOUT = env.float("SYNC_CONNECT_TIMEOUT", default=10.0)
+SYNC_READ_TIMEOUT = env.float("SYNC_READ_TIMEOUT", default=120.0)
 
 LOGGING = {
     "version": 1,

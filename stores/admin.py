@@ -98,6 +98,7 @@ class TransactionAdmin(admin.ModelAdmin):
         return _is_draft(obj) and super().has_change_permission(request, obj)
 
     def save_model(self, request: HttpRequest, obj: Any, form: ModelForm, change: bool) -> None:
+        services.store_data_ensure_writable(store=obj.store)
         if not change:
             obj.number = services.transaction_number_next(store=obj.store)
         super().save_model(request, obj, form, change)

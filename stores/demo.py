@@ -117,3 +117,67 @@ def demo_names(count: int) -> Iterator[Name]:
             yield Name(
                 code=f"N{number:05d}", name=f"{place} {kind} {number}", kind=Name.Kind.CUSTOMER
             )
+
+
+LINES_PER_TRANSACTION = 10
+
+
+def demo_transactions(
+    *, store: Store, count: int, items: list[Item], names: list[Name], seed: int = 1
+) -> int:
+    """Create and finalise `count` realistic transactions for `store` through the services.
+
+    Two in three receive goods from a supplier; the rest issue part of what is on hand to a
+    customer, so stock never goes negative. Returns how many were created.
+    """
+    import datetime
+    import random
+    from decimal import Decimal
+
+    from django.utils import timezone
+
+    from . import services
+    from .models import StockLine, Transaction
+
+    rng = random.Random(f"{store.code}-{seed}")  # noqa: S311 - demo data, not security
+    suppliers = [name for name in names if name.kind == Name.Kind.SUPPLIER] or names
+    customers = [name for name in names if name.kind == Name.Kind.CUSTOMER] or names
+    today = timezone.localdate()
+    for number in range(count):
+        on_hand = list(
+            StockLine.objects.filter(store=store, quantity__gt=1).order_by("?")[
+                :LINES_PER_TRANSACTION
+            ]
+        )
+        if number % 3 == 2 and on_hand:
+            kind, name = Transaction.Kind.CUSTOMER_INVOICE, rng.choice(customers)
+            lines = [
+                services.LineInput(
+                    item=stock.item,
+                    batch=stock.batch,
+                    expiry=stock.expiry,
+                    quantity=rng.randint(1, stock.quantity // 2),
+                    sell_price=Decimal(rng.randint(10, 500)) / 100,
+                )
+                for stock in on_hand
+            ]
+        else:
+            kind, name = Transaction.Kind.SUPPLIER_INVOICE, rng.choice(suppliers)
+            lines = [
+                services.LineInput(
+                    item=item,
+                    batch=f"{store.code}-{number}-{index}",
+                    expiry=today + datetime.timedelta(days=rng.randint(30, 1000)),
+                    quantity=rng.randint(10, 1000),
+                    cost_price=Decimal(rng.randint(5, 300)) / 100,
+                )
+                for index, item in enumerate(
+                    rng.sample(items, min(len(items), LINES_PER_TRANSACTION))
+                )
+            ]
+        date = today - datetime.timedelta(days=count - number)
+        record = services.transaction_create(
+            store=store, kind=kind, date=date, lines=lines, name=name
+        )
+        services.transaction_finalise(record=record)
+    return count

@@ -33,6 +33,21 @@ def master_data_ensure_writable() -> None:
         )
 
 
+class StoreNotHostedHereError(PermissionDenied):
+    """Raised when a store's transactions are written on a site that does not host the store."""
+
+
+def store_data_ensure_writable(*, store: Store) -> None:
+    """Refuse transaction and stock writes for a store that another site hosts."""
+    from sync.selectors import store_is_hosted_here
+
+    if not store_is_hosted_here(store.pk):
+        raise StoreNotHostedHereError(
+            f"Store {store} is hosted by another server: its transactions and stock are entered "
+            "there and reach this server by synchronisation."
+        )
+
+
 @transaction.atomic
 def master_record_save(*, record: MasterRecord, **changes: Any) -> MasterRecord:
     """Create or change a store, item or name on the master after full validation."""
@@ -108,6 +123,7 @@ def transaction_create(
     name: Name | None = None,
 ) -> Transaction:
     """Create a draft transaction with the next number of its store and its lines."""
+    store_data_ensure_writable(store=store)
     record = Transaction(
         store=store, kind=kind, name=name, date=date, number=transaction_number_next(store=store)
     )
@@ -149,6 +165,7 @@ StockKey = tuple[Any, str, datetime.date]
 def transaction_finalise(*, record: Transaction) -> Transaction:
     """Finalise a draft and move its stock, refusing to issue more than is on hand."""
     record = Transaction.objects.select_for_update().select_related("store").get(pk=record.pk)
+    store_data_ensure_writable(store=record.store)
     if record.status == Transaction.Status.FINALISED:
         raise ValidationError(f"{record} of {record.store} is already finalised.")
     direction = STOCK_DIRECTION[Transaction.Kind(record.kind)]

@@ -172,3 +172,139 @@ class UnlockAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} {'unlocked' if self.succeeded else 'failed'} at {self.attempted_at}"
+
+
+class ChangeAction(models.TextChoices):
+    UPSERT = "upsert", "Upsert"
+    DELETE = "delete", "Delete"
+
+
+class ChangeLog(models.Model):
+    """One change to a synced record, appended by a database trigger in the writer's transaction.
+
+    Readers order by (txid, seq): on PostgreSQL a transaction that started earlier can commit
+    later with a lower seq, so readers only read transactions older than every one still running
+    (see selectors.changes_since) and the pair never goes backwards. SQLite has one writer at a
+    time, so txid is 0 and seq alone is commit order.
+    """
+
+    seq = models.BigAutoField(primary_key=True)
+    txid = models.BigIntegerField(default=0)
+    table_name = models.CharField(max_length=63)
+    record_id = models.UUIDField()
+    action = models.CharField(max_length=6, choices=ChangeAction.choices)
+    store_id = models.UUIDField(null=True, blank=True)
+    source_site = models.PositiveSmallIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["txid", "seq"]
+        indexes = [models.Index(fields=["txid", "seq"], name="changelog_cursor")]
+
+    def __str__(self) -> str:
+        return f"{self.seq} {self.action} {self.table_name} {self.record_id}"
+
+
+class PeerState(models.Model):
+    """What this site knows of a peer: cursors on a satellite, last contact on the master."""
+
+    peer = models.OneToOneField(
+        SyncPeer, on_delete=models.CASCADE, primary_key=True, related_name="state"
+    )
+    push_txid = models.BigIntegerField(default=0)
+    push_seq = models.BigIntegerField(default=0)
+    pull_txid = models.BigIntegerField(default=0)
+    pull_seq = models.BigIntegerField(default=0)
+    initialised = models.BooleanField(default=False)
+    # On a satellite: the store this site hosts, as the master's handshake named it.
+    hosted_store_id = models.UUIDField(null=True, blank=True)
+    auth_token = models.TextField(blank=True)
+    last_contact_at = models.DateTimeField(null=True, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    records_received = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"State of {self.peer}"
+
+
+class SyncResult(models.TextChoices):
+    RUNNING = "running", "Running"
+    SUCCESS = "success", "Success"
+    FAILURE = "failure", "Failure"
+
+
+class SyncLog(models.Model):
+    """One sync run of this site: what moved each way and how it ended."""
+
+    peer_sync_id = models.PositiveSmallIntegerField("Peer sync ID")
+    started_at = models.DateTimeField(db_index=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    step = models.CharField(max_length=20, blank=True)
+    result = models.CharField(max_length=10, choices=SyncResult.choices, default=SyncResult.RUNNING)
+    records_pushed = models.PositiveIntegerField(default=0)
+    records_pulled = models.PositiveIntegerField(default=0)
+    bytes_sent = models.PositiveBigIntegerField(default=0)
+    bytes_received = models.PositiveBigIntegerField(default=0)
+    error_code = models.CharField(max_length=40, blank=True)
+    message = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"Sync with {self.peer_sync_id} at {self.started_at}: {self.result}"
+
+
+class AppliedBatch(models.Model):
+    """A push batch the master has applied, so a re-sent batch changes nothing."""
+
+    sync_id = models.PositiveSmallIntegerField()
+    batch_id = models.CharField(max_length=64)
+    applied_at = models.DateTimeField(auto_now_add=True)
+    records = models.PositiveIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["sync_id", "batch_id"], name="applied_batch_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Batch {self.batch_id} from {self.sync_id}"
+
+
+class BufferedRecord(models.Model):
+    """A received record whose parent has not arrived yet; retried after every batch."""
+
+    table_name = models.CharField(max_length=63)
+    record_id = models.UUIDField()
+    row = models.JSONField()
+    source_site = models.PositiveSmallIntegerField()
+    error = models.TextField()
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["table_name", "record_id"], name="buffered_record_once"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.table_name} {self.record_id} waiting: {self.error}"
+
+
+class AuthFailure(models.Model):
+    """A failed sync authentication, counted to lock a caller out for a while."""
+
+    sync_id = models.PositiveSmallIntegerField(null=True, blank=True)
+    address = models.GenericIPAddressField(null=True, blank=True)
+    failed_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["sync_id", "failed_at"]),
+            models.Index(fields=["address", "failed_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"Failed sync login from {self.sync_id or self.address} at {self.failed_at}"

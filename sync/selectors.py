@@ -1,8 +1,11 @@
 """Read paths of the sync app; `site_is_master` is the public answer to "may I edit master data"."""
 
+import uuid
+from typing import Any
+
 from django.db.models import QuerySet
 
-from .models import MASTER_SYNC_ID, SyncPeer, SyncPreferences
+from .models import MASTER_SYNC_ID, BufferedRecord, PeerState, SyncLog, SyncPeer, SyncPreferences
 
 
 def preferences_get() -> SyncPreferences:
@@ -28,3 +31,82 @@ def site_is_master() -> bool:
 def peers_list() -> QuerySet[SyncPeer]:
     """Return the Sync with list in sync ID order."""
     return SyncPeer.objects.order_by("sync_id")
+
+
+def pending_changes_count(state: PeerState | None) -> int:
+    """Local store-data changes not yet acknowledged by the master."""
+    from .changes import Cursor, changes_since
+    from .run import PUSH_SCOPE
+
+    cursor = Cursor(state.push_txid, state.push_seq) if state else Cursor()
+    return changes_since(cursor, PUSH_SCOPE).count()
+
+
+def hosted_store_id() -> uuid.UUID | None:
+    """On a satellite, the store it hosts as the master named it; None before the first sync."""
+    return (
+        PeerState.objects.filter(peer__sync_id=MASTER_SYNC_ID)
+        .values_list("hosted_store_id", flat=True)
+        .first()
+    )
+
+
+def sync_status(recent: int = 10) -> dict[str, Any]:
+    """This site's role, each peer's state, pending changes and the latest runs."""
+    preferences = preferences_get()
+    peers = []
+    states = {state.peer_id: state for state in PeerState.objects.all()}
+    for peer in peers_list():
+        state = states.get(peer.pk)
+        peers.append(
+            {
+                "sync_id": peer.sync_id,
+                "name": peer.name,
+                "store": peer.store_code,
+                "url": peer.url,
+                "last_contact_at": state.last_contact_at if state else None,
+                "last_success_at": state.last_success_at if state else None,
+                "last_error": state.last_error if state else "",
+                "records_received": state.records_received if state else 0,
+                "push_cursor": f"{state.push_txid}.{state.push_seq}" if state else "0.0",
+                "pull_cursor": f"{state.pull_txid}.{state.pull_seq}" if state else "0.0",
+                "initialised": state.initialised if state else False,
+            }
+        )
+    master_state = next(
+        (states.get(p.pk) for p in peers_list() if p.sync_id == MASTER_SYNC_ID), None
+    )
+    return {
+        "sync_id": preferences.sync_id,
+        "role": "master" if preferences.is_master else "satellite",
+        "peers": peers,
+        "pending_changes": 0 if preferences.is_master else pending_changes_count(master_state),
+        "buffered_records": BufferedRecord.objects.count(),
+        "recent_runs": list(
+            SyncLog.objects.values(
+                "started_at",
+                "ended_at",
+                "result",
+                "records_pushed",
+                "records_pulled",
+                "bytes_sent",
+                "bytes_received",
+                "error_code",
+                "message",
+            )[:recent]
+        ),
+    }
+
+
+def store_is_hosted_here(store_id: uuid.UUID) -> bool:
+    """Tell whether this site writes `store_id`'s transactions and stock.
+
+    A satellite hosts the store the master named in its handshake; the master hosts every store
+    that no satellite in its Sync with list names.
+    """
+    if not site_is_master():
+        return store_id == hosted_store_id()
+    from stores.models import Store
+
+    hosted_elsewhere = SyncPeer.objects.values("store_code")
+    return Store.objects.filter(pk=store_id).exclude(code__in=hosted_elsewhere).exists()

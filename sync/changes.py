@@ -1,0 +1,198 @@
+"""Reading the change log and turning changes into the compact changesets sent on the wire."""
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from django.core.exceptions import ValidationError
+from django.db import connection, models
+from django.db.models import Q, QuerySet
+from django.db.models.expressions import RawSQL
+
+from .models import ChangeAction, ChangeLog
+from .registry import SYNCED_TABLES, TABLES_BY_NAME, SyncedTable
+
+
+class Cursor(NamedTuple):
+    """A position in the change log: (transaction id, sequence number), written "txid.seq"."""
+
+    txid: int = 0
+    seq: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.txid}.{self.seq}"
+
+    @classmethod
+    def parse(cls, text: str) -> "Cursor":
+        """Read a cursor; raises ValueError with a readable message when it is not one."""
+        try:
+            txid, seq = (int(part) for part in text.split("."))
+        except ValueError:
+            raise ValueError(
+                f"{text!r} is not a sync cursor (expected two numbers: 12.345)."
+            ) from None
+        if txid < 0 or seq < 0:
+            raise ValueError(f"{text!r} is not a sync cursor (numbers must not be negative).")
+        return cls(txid, seq)
+
+    @classmethod
+    def of(cls, change: ChangeLog) -> "Cursor":
+        return cls(change.txid, change.seq)
+
+
+def changes_since(cursor: Cursor, scope: Q) -> QuerySet[ChangeLog]:
+    """Changes after `cursor` within `scope`, in cursor order, that can no longer be overtaken.
+
+    On PostgreSQL a change is returned only once every transaction older than it has ended
+    (its txid is below the snapshot's xmin): a reader never skips a change that commits later
+    with a lower cursor, at the price of waiting for long transactions to end.
+    """
+    changes = ChangeLog.objects.filter(
+        Q(txid__gt=cursor.txid) | Q(txid=cursor.txid, seq__gt=cursor.seq), scope
+    )
+    if connection.vendor == "postgresql":
+        changes = changes.filter(
+            txid__lt=RawSQL("pg_snapshot_xmin(pg_current_snapshot())::text::bigint", [])
+        )
+    return changes.order_by("txid", "seq")
+
+
+class WireError(ValueError):
+    """A changeset on the wire that does not describe synced records correctly."""
+
+
+def _encoder(model_field: models.Field) -> Callable[[Any], Any]:
+    if isinstance(model_field, models.UUIDField) or (
+        isinstance(model_field, models.ForeignKey)
+        and isinstance(model_field.target_field, models.UUIDField)
+    ):
+        return lambda value: None if value is None else value.hex
+    if isinstance(model_field, (models.DateField, models.DecimalField)):
+        return lambda value: None if value is None else str(value)
+    return lambda value: value
+
+
+@dataclass
+class ChangeSet:
+    """Upserted rows and deleted ids per table; rows hold every column, primary key first."""
+
+    upserts: dict[str, list[list[Any]]] = field(default_factory=dict)
+    deletes: dict[str, list[uuid.UUID]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return sum(map(len, self.upserts.values())) + sum(map(len, self.deletes.values()))
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "upserts": [
+                {"table": name, "fields": TABLES_BY_NAME[name].field_names, "rows": rows}
+                for name, rows in self.upserts.items()
+                if rows
+            ],
+            "deletes": [
+                {"table": name, "ids": [record_id.hex for record_id in ids]}
+                for name, ids in self.deletes.items()
+                if ids
+            ],
+        }
+
+    @classmethod
+    def from_wire(cls, data: Any) -> "ChangeSet":
+        """Check and read a changeset; raises WireError naming what is wrong."""
+        if not isinstance(data, dict):
+            raise WireError("changes must be an object with 'upserts' and 'deletes'.")
+        changeset = cls()
+        for entry in _entries(data, "upserts"):
+            table = _table(entry)
+            if entry.get("fields") != table.field_names:
+                raise WireError(
+                    f"{table.name}: fields must be {table.field_names}, got {entry.get('fields')}."
+                )
+            rows = entry.get("rows")
+            if not isinstance(rows, list) or not all(
+                isinstance(row, list) and len(row) == len(table.field_names) for row in rows
+            ):
+                raise WireError(f"{table.name}: rows must be lists of {len(table.fields)} values.")
+            changeset.upserts.setdefault(table.name, []).extend(rows)
+        for entry in _entries(data, "deletes"):
+            table = _table(entry)
+            ids = entry.get("ids")
+            if not isinstance(ids, list):
+                raise WireError(f"{table.name}: ids must be a list.")
+            changeset.deletes.setdefault(table.name, []).extend(_uuid(table, i) for i in ids)
+        return changeset
+
+    def records(self, table: SyncedTable) -> list[Any]:
+        """Decode the upserted rows of `table` into unsaved model instances."""
+        instances = []
+        for row in self.upserts.get(table.name, []):
+            values = {}
+            for model_field, value in zip(table.fields, row, strict=True):
+                try:
+                    values[model_field.attname] = (
+                        None if value is None else model_field.to_python(value)
+                    )
+                except (ValidationError, TypeError) as error:
+                    raise WireError(
+                        f"{table.name} {row[0]}: {model_field.attname} has a bad value {value!r}."
+                    ) from error
+            if values["id"] is None:
+                raise WireError(f"{table.name}: a row has no id.")
+            instances.append(table.model(**values))
+        return instances
+
+
+def _entries(data: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    entries = data.get(key, [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise WireError(f"'{key}' must be a list of objects.")
+    return entries
+
+
+def _table(entry: dict[str, Any]) -> SyncedTable:
+    name = entry.get("table")
+    if name not in TABLES_BY_NAME:
+        raise WireError(f"{name!r} is not a synced table.")
+    return TABLES_BY_NAME[str(name)]
+
+
+def _uuid(table: SyncedTable, value: Any) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError as error:
+        raise WireError(f"{table.name}: {value!r} is not a record id.") from error
+
+
+def changeset_build(changes: list[ChangeLog]) -> ChangeSet:
+    """The current state of every record in `changes`: one row or tombstone per record.
+
+    A record changed many times travels once; one deleted since is left out, as its tombstone
+    follows at a later cursor.
+    """
+    last_action: dict[tuple[str, uuid.UUID], str] = {}
+    for change in changes:
+        last_action[(change.table_name, change.record_id)] = change.action
+    changeset = ChangeSet()
+    for table in SYNCED_TABLES:
+        upserted = [
+            rid
+            for (name, rid), action in last_action.items()
+            if name == table.name and action == ChangeAction.UPSERT
+        ]
+        deleted = [
+            rid
+            for (name, rid), action in last_action.items()
+            if name == table.name and action == ChangeAction.DELETE
+        ]
+        if upserted:
+            encoders = [_encoder(model_field) for model_field in table.fields]
+            changeset.upserts[table.name] = [
+                [encode(value) for encode, value in zip(encoders, row, strict=True)]
+                for row in table.model._default_manager.filter(pk__in=upserted)
+                .order_by()
+                .values_list(*table.field_names)
+            ]
+        if deleted:
+            changeset.deletes[table.name] = deleted
+    return changeset

@@ -1,0 +1,178 @@
+"""The satellite's HTTP client for the master's sync API, with plain-language failures."""
+
+import base64
+import gzip
+import http.client
+import json
+import socket
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from .protocol import API_PREFIX, PROTOCOL_VERSION, SYNC_ID_HEADER, VERSION_HEADER
+
+
+class SyncFailure(Exception):
+    """A sync step that failed, with a stable code and a message saying what to do."""
+
+    def __init__(self, code: str, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+# Plain-language advice for master answers, by their code; anything else shows the master's own
+# message.
+ADVICE = {
+    "wrong_credentials": "The master refused the password: check Preferences > Synchronisation "
+    "on both servers (user name and password must be the same).",
+    "unknown_sync_id": "The master does not list this satellite's Sync ID in its Sync with list: "
+    "add it there, or correct the Sync ID here.",
+    "locked_out": "The master has locked this satellite out after too many failed logins.",
+}
+
+
+class MasterClient:
+    """Talks to one master over one kept-alive connection and counts the bytes each way."""
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        sync_id: int,
+        username: str,
+        password: str,
+        token: str = "",
+        connect_timeout: float = 10.0,
+        read_timeout: float = 120.0,
+        protocol_version: int = PROTOCOL_VERSION,
+    ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise SyncFailure("wrong_url", f"{url!r} is not an http:// or https:// URL.")
+        self.url = url
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname
+        self._port = parts.port
+        self._base = parts.path.rstrip("/") + API_PREFIX
+        self.sync_id = sync_id
+        self._basic = base64.b64encode(f"{username}:{password}".encode()).decode()
+        self.token = token
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        self.protocol_version = protocol_version
+        self._connection: http.client.HTTPConnection | None = None
+        self.bytes_sent = 0
+        self.bytes_received = 0
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def _connect(self) -> http.client.HTTPConnection:
+        if self._connection is None:
+            connection_class = (
+                http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            )
+            connection = connection_class(self._host, self._port, timeout=self._connect_timeout)
+            connection.connect()
+            # The connect timeout got us a socket; from now on a silent link is given this long.
+            if connection.sock is not None:
+                connection.sock.settimeout(self._read_timeout)
+            self._connection = connection
+        return self._connection
+
+    def request(
+        self,
+        method: str,
+        endpoint: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        use_password: bool = False,
+    ) -> dict[str, Any]:
+        """Send one request and return the JSON answer; raises SyncFailure on any failure."""
+        path = self._base + endpoint + (f"?{urlencode(query)}" if query else "")
+        credentials = (
+            f"Basic {self._basic}" if use_password or not self.token else (f"Bearer {self.token}")
+        )
+        headers = {
+            SYNC_ID_HEADER: str(self.sync_id),
+            VERSION_HEADER: str(self.protocol_version),
+            "Authorization": credentials,
+            "Accept": "application/json",
+            "Accept-Encoding": "gzip",
+        }
+        payload = None
+        if body is not None:
+            payload = gzip.compress(json.dumps(body, separators=(",", ":")).encode(), 6)
+            headers.update({"Content-Type": "application/json", "Content-Encoding": "gzip"})
+        try:
+            connection = self._connect()
+            connection.request(method, path, body=payload, headers=headers)
+            response = connection.getresponse()
+            raw = response.read()
+        except (OSError, http.client.HTTPException) as error:
+            self.close()
+            raise self._unreachable(error) from error
+        self.bytes_sent += len(payload or b"")
+        self.bytes_received += len(raw)
+        if response.getheader("Connection", "").lower() == "close":
+            self.close()
+        return self._decode(response, raw)
+
+    def _unreachable(self, error: Exception) -> SyncFailure:
+        if isinstance(error, socket.timeout | TimeoutError):
+            return SyncFailure(
+                "timeout",
+                f"The master at {self.url} stopped answering (timed out): the link may be slow or "
+                "down. The next sync resumes where this one stopped.",
+            )
+        return SyncFailure(
+            "unreachable",
+            f"The master at {self.url} could not be reached ({error}): check the URL in Sync "
+            "with and this server's network connection. The next sync resumes where this one "
+            "stopped.",
+        )
+
+    def _decode(self, response: http.client.HTTPResponse, raw: bytes) -> dict[str, Any]:
+        try:
+            if response.getheader("Content-Encoding", "") == "gzip":
+                raw = gzip.decompress(raw)
+            data = json.loads(raw)
+        except (OSError, ValueError, EOFError):
+            data = None
+        if not isinstance(data, dict):
+            raise SyncFailure(
+                "wrong_url",
+                f"The server at {self.url} did not answer as an msupply-sync master (HTTP "
+                f"{response.status}): check the URL in Sync with.",
+                response.status,
+            )
+        if response.status >= 400:
+            code = str(data.get("code", "error"))
+            message = str(data.get("message", "The master refused the request."))
+            if code in ADVICE:
+                message = f"{ADVICE[code]} ({message})"
+            raise SyncFailure(code, message, response.status)
+        return data
+
+    def handshake(self) -> dict[str, Any]:
+        """Introduce this satellite; reuses a saved token and falls back to the password."""
+        body = {"sync_id": self.sync_id, "protocol_version": self.protocol_version}
+        try:
+            answer = self.request("POST", "handshake/", body=body)
+        except SyncFailure as failure:
+            if not (self.token and failure.code in ("token_expired", "token_invalid")):
+                raise
+            answer = self.request("POST", "handshake/", body=body, use_password=True)
+        self.token = str(answer["token"])
+        return answer
+
+    def push(self, *, batch_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        return self.request("POST", "push/", body={"batch_id": batch_id, "changes": changes})
+
+    def pull(self, *, cursor: str, limit: int, initial: bool) -> dict[str, Any]:
+        query = {"cursor": cursor, "limit": limit, "initial": "true" if initial else "false"}
+        return self.request("GET", "pull/", query=query)

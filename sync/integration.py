@@ -1,0 +1,217 @@
+"""Applying received changesets: bulk upserts in foreign-key order, deletes in reverse, and a
+buffer for records whose parent has not arrived yet."""
+
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import models, transaction
+
+from .capture import changes_from
+from .changes import ChangeSet
+from .models import BufferedRecord
+from .registry import SYNCED_TABLES, TABLES_BY_MODEL, TABLES_BY_NAME, SyncedTable
+
+UPSERT_BATCH_SIZE = 500
+
+
+@dataclass
+class ApplyResult:
+    applied: int = 0
+    buffered: int = 0
+
+
+class OwnershipError(PermissionError):
+    """A pushed record that the pushing site does not own."""
+
+
+def _existing_ids(table: SyncedTable, ids: set[uuid.UUID]) -> set[uuid.UUID]:
+    if not ids:
+        return set()
+    return set(
+        table.model._default_manager.filter(pk__in=ids).order_by().values_list("pk", flat=True)
+    )
+
+
+def _upsert(table: SyncedTable, records: list[models.Model]) -> None:
+    table.model._default_manager.bulk_create(
+        records,
+        batch_size=UPSERT_BATCH_SIZE,
+        update_conflicts=True,
+        unique_fields=["id"],
+        update_fields=[f.name for f in table.fields if not f.primary_key],
+    )
+
+
+def _split_by_parents(
+    changeset: ChangeSet,
+) -> tuple[dict[str, list[models.Model]], list[BufferedRecord]]:
+    """Records whose parents exist here or arrive with them, and the ones that must wait."""
+    ready: dict[str, list[models.Model]] = {}
+    waiting: list[BufferedRecord] = []
+    for table in SYNCED_TABLES:
+        records = changeset.records(table)
+        missing = set()
+        for column, parent in table.foreign_keys:
+            arriving = {record.pk for record in ready.get(parent.name, [])}
+            wanted = {getattr(r, column) for r in records} - arriving - {None}
+            missing |= {(column, pk) for pk in wanted - _existing_ids(parent, wanted)}
+        if not missing:
+            ready[table.name] = records
+            continue
+        rows = dict(
+            zip((record.pk for record in records), changeset.upserts[table.name], strict=True)
+        )
+        ready[table.name] = []
+        for record in records:
+            absent = [(column, pk) for column, pk in missing if getattr(record, column) == pk]
+            if absent:
+                column, pk = absent[0]
+                waiting.append(
+                    BufferedRecord(
+                        table_name=table.name,
+                        record_id=record.pk,
+                        row=rows[record.pk],
+                        source_site=0,
+                        error=f"waiting for {column} {pk} to arrive",
+                    )
+                )
+            else:
+                ready[table.name].append(record)
+    return ready, waiting
+
+
+def _apply_once(changeset: ChangeSet, source_site: int) -> tuple[int, list[BufferedRecord]]:
+    ready, waiting = _split_by_parents(changeset)
+    applied = 0
+    for table in SYNCED_TABLES:
+        if ready.get(table.name):
+            _upsert(table, ready[table.name])
+            applied += len(ready[table.name])
+    for table in reversed(SYNCED_TABLES):
+        ids = changeset.deletes.get(table.name)
+        if ids:
+            table.model._default_manager.filter(pk__in=ids).delete()
+            applied += len(ids)
+    for record in waiting:
+        record.source_site = source_site
+    return applied, waiting
+
+
+@transaction.atomic
+def changeset_apply(*, changeset: ChangeSet, source_site: int) -> ApplyResult:
+    """Apply a received changeset atomically, marked as coming from `source_site`.
+
+    Records whose parent is missing wait in the buffer; every call retries the buffer, so they
+    are applied as soon as a later batch brings the parent, and they never block the rest.
+    """
+    with changes_from(source_site):
+        applied, waiting = _apply_once(changeset, source_site)
+        arrived = {(name, row[0]) for name, rows in changeset.upserts.items() for row in rows}
+        arrived |= {(name, rid.hex) for name, ids in changeset.deletes.items() for rid in ids}
+        _buffer_forget(arrived)
+        _buffer_store(waiting)
+        applied += _buffer_retry()
+    return ApplyResult(applied=applied, buffered=BufferedRecord.objects.count())
+
+
+def _buffer_forget(keys: set[tuple[str, str]]) -> None:
+    """Drop buffered copies of records that a newer changeset has just carried."""
+    by_table: dict[str, list[uuid.UUID]] = defaultdict(list)
+    for name, record_id in keys:
+        by_table[name].append(uuid.UUID(str(record_id)))
+    for name, ids in by_table.items():
+        BufferedRecord.objects.filter(table_name=name, record_id__in=ids).delete()
+
+
+def _buffer_store(waiting: list[BufferedRecord]) -> None:
+    BufferedRecord.objects.bulk_create(
+        waiting,
+        update_conflicts=True,
+        unique_fields=["table_name", "record_id"],
+        update_fields=["row", "error", "source_site"],
+    )
+
+
+def _buffer_retry() -> int:
+    """Apply buffered records whose parents have arrived; returns how many were applied."""
+    applied_total = 0
+    while True:
+        buffered = list(BufferedRecord.objects.all())
+        if not buffered:
+            return applied_total
+        changeset = ChangeSet()
+        for record in buffered:
+            changeset.upserts.setdefault(record.table_name, []).append(record.row)
+        applied, waiting = _apply_once(changeset, 0)
+        if not applied:
+            still = {(r.table_name, r.record_id) for r in waiting}
+            BufferedRecord.objects.bulk_update(
+                [r for r in buffered if (r.table_name, r.record_id) in still], ["error"]
+            )
+            return applied_total
+        applied_total += applied
+        still_waiting = {(r.table_name, r.record_id) for r in waiting}
+        BufferedRecord.objects.filter(
+            pk__in=[r.pk for r in buffered if (r.table_name, r.record_id) not in still_waiting]
+        ).delete()
+
+
+def changeset_check_ownership(*, changeset: ChangeSet, store_id: uuid.UUID) -> None:
+    """Refuse a push that carries anything but store data of `store_id`, naming the record."""
+    for name in list(changeset.upserts) + list(changeset.deletes):
+        table = TABLES_BY_NAME[name]
+        if table.is_master_data:
+            first = (changeset.upserts.get(name) or [[None]])[0][0] or changeset.deletes[name][0]
+            raise OwnershipError(
+                f"{name} {first} is master data: items, names and stores can only be changed "
+                "on the master, so a satellite may not push them."
+            )
+    # Rows as sent must name the pushing store (directly or through their transaction) ...
+    transactions = {r.pk: r for r in changeset.records(TABLES_BY_NAME["stores_transaction"])}
+    for table in SYNCED_TABLES:
+        if table.is_master_data:
+            continue
+        for record in changeset.records(table):
+            owner = record
+            if table.store_via == "transaction":
+                owner = transactions.get(record.transaction_id, record)
+            if getattr(owner, "store_id", store_id) != store_id:
+                raise _foreign(table, record.pk, owner.store_id)
+    # ... and rows already here that they would overwrite or delete must belong to it too.
+    _check_existing(changeset, store_id, transactions)
+
+
+def _check_existing(
+    changeset: ChangeSet, store_id: uuid.UUID, transactions: dict[uuid.UUID, Any]
+) -> None:
+    from stores.models import StockLine, Transaction, TransactionLine
+
+    def ids(name: str) -> set[uuid.UUID]:
+        return {uuid.UUID(str(row[0])) for row in changeset.upserts.get(name, [])} | set(
+            changeset.deletes.get(name, [])
+        )
+
+    line_ids = ids("stores_transactionline")
+    lines_parents = {
+        record.transaction_id
+        for record in changeset.records(TABLES_BY_NAME["stores_transactionline"])
+    } - set(transactions)
+    checks = [
+        (Transaction.objects.filter(pk__in=ids("stores_transaction")), "store_id"),
+        (StockLine.objects.filter(pk__in=ids("stores_stockline")), "store_id"),
+        (TransactionLine.objects.filter(pk__in=line_ids), "transaction__store_id"),
+        (Transaction.objects.filter(pk__in=lines_parents), "store_id"),
+    ]
+    for queryset, store_path in checks:
+        foreign = queryset.exclude(**{store_path: store_id}).values_list("pk", store_path).first()
+        if foreign is not None:
+            raise _foreign(TABLES_BY_MODEL[queryset.model], foreign[0], foreign[1])
+
+
+def _foreign(table: SyncedTable, record_id: object, other_store: object) -> OwnershipError:
+    return OwnershipError(
+        f"{table.name} {record_id} belongs to store {other_store}, not to the store this "
+        "satellite hosts: a satellite may push only its own store's data."
+    )

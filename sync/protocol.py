@@ -1,0 +1,94 @@
+"""Protocol constants, typed errors and the wire helpers shared by the master and satellites."""
+
+import io
+import zlib
+from typing import Any
+
+from django.conf import settings
+from rest_framework import status
+from rest_framework.exceptions import APIException, ParseError
+from rest_framework.parsers import JSONParser
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+PROTOCOL_VERSION = 1
+PROTOCOL_MIN_VERSION = 1
+API_PREFIX = "/api/sync/v1/"
+SYNC_ID_HEADER = "X-Sync-Id"
+VERSION_HEADER = "X-Sync-Protocol"
+
+
+class SyncAPIError(APIException):
+    """An error with a stable `code` and a message saying what to do."""
+
+    def __init__(self, message: str, code: str, status_code: int, **extra: Any) -> None:
+        super().__init__(message, code)
+        self.status_code = status_code
+        self.extra = extra
+
+
+def version_mismatch(version: object) -> SyncAPIError:
+    return SyncAPIError(
+        f"This master speaks sync protocol versions {PROTOCOL_MIN_VERSION}-{PROTOCOL_VERSION}, "
+        f"but the satellite sent version {version}. Install the same msupply-sync release on "
+        "the master and the satellite.",
+        "version_mismatch",
+        status.HTTP_409_CONFLICT,
+        supported={"min": PROTOCOL_MIN_VERSION, "max": PROTOCOL_VERSION},
+    )
+
+
+def sync_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """Render every API error as {"code": ..., "message": ...} with its HTTP status."""
+    response = exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, APIException):
+        code = exc.get_codes()
+        response.data = {
+            "code": code if isinstance(code, str) else "invalid",
+            "message": _flatten(exc.detail),
+            **getattr(exc, "extra", {}),
+        }
+    return response
+
+
+def _flatten(detail: Any) -> str:
+    if isinstance(detail, dict):
+        return "; ".join(f"{key}: {_flatten(value)}" for key, value in detail.items())
+    if isinstance(detail, list):
+        return " ".join(_flatten(item) for item in detail)
+    return str(detail)
+
+
+class PayloadTooLarge(SyncAPIError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"The request body is larger than this server accepts ({limit} bytes). Send "
+            "smaller batches (a lower batch size on the satellite).",
+            "too_large",
+            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
+
+
+class GzipJSONParser(JSONParser):
+    """JSON, optionally gzip-compressed, refused with 413 past the configured size."""
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        limit = settings.SYNC_MAX_BODY_BYTES
+        request = (parser_context or {}).get("request")
+        meta = request.META if request is not None else {}
+        if int(meta.get("CONTENT_LENGTH") or 0) > limit:
+            raise PayloadTooLarge(limit)
+        body = stream.read(limit + 1) if stream is not None else b""
+        if len(body) > limit:
+            raise PayloadTooLarge(limit)
+        if meta.get("HTTP_CONTENT_ENCODING", "").lower() == "gzip":
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            try:
+                body = inflater.decompress(body, limit + 1)
+            except zlib.error as error:
+                raise ParseError(f"The body is not valid gzip: {error}.") from error
+            if len(body) > limit or inflater.unconsumed_tail:
+                raise PayloadTooLarge(limit)
+        return super().parse(io.BytesIO(body), media_type, parser_context)

@@ -1,0 +1,58 @@
+"""Which tables sync carries, in foreign-key order, and how each finds its store."""
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from django.db import models
+
+from stores.models import Item, Name, StockLine, Store, Transaction, TransactionLine
+
+
+@dataclass(frozen=True)
+class SyncedTable:
+    """A synced model and the way its change-log rows learn the store they belong to."""
+
+    model: type[models.Model]
+    # "none": master data; "store_id": the row's own column; "transaction": via its transaction.
+    store_via: str
+
+    @property
+    def name(self) -> str:
+        return self.model._meta.db_table
+
+    @property
+    def is_master_data(self) -> bool:
+        return self.store_via == "none"
+
+    @cached_property
+    def fields(self) -> list[models.Field]:
+        """Concrete fields, primary key first, in a stable order."""
+        return [field for field in self.model._meta.concrete_fields]
+
+    @cached_property
+    def field_names(self) -> list[str]:
+        return [field.attname for field in self.fields]
+
+    @cached_property
+    def foreign_keys(self) -> list[tuple[str, "SyncedTable"]]:
+        """(column, parent table) for every foreign key to another synced table."""
+        return [
+            (field.attname, TABLES_BY_MODEL[field.related_model])
+            for field in self.fields
+            if field.is_relation and field.related_model in TABLES_BY_MODEL
+        ]
+
+
+# Parents before children: upserts run in this order, deletes in reverse.
+SYNCED_TABLES = [
+    SyncedTable(Store, "none"),
+    SyncedTable(Item, "none"),
+    SyncedTable(Name, "none"),
+    SyncedTable(Transaction, "store_id"),
+    SyncedTable(TransactionLine, "transaction"),
+    SyncedTable(StockLine, "store_id"),
+]
+TABLES_BY_MODEL: dict[type[models.Model], SyncedTable] = {t.model: t for t in SYNCED_TABLES}
+TABLES_BY_NAME = {table.name: table for table in SYNCED_TABLES}
+MASTER_TABLE_NAMES = [table.name for table in SYNCED_TABLES if table.is_master_data]
+STORE_TABLE_NAMES = [table.name for table in SYNCED_TABLES if not table.is_master_data]
