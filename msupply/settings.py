@@ -36,6 +36,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "msupply.middleware.ViewerTimezoneMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -111,6 +112,17 @@ SPECTACULAR_SETTINGS = {
 
 # https://docs.celeryq.dev/en/stable/django/first-steps-with-django.html
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/0")
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    # The demo's embedded broker: a folder of message files shared by the processes of one site,
+    # so a laptop needs no Redis. Production uses Redis.
+    # https://docs.celeryq.dev/projects/kombu/en/stable/reference/kombu.transport.filesystem.html
+    _broker_folder = Path(env("CELERY_BROKER_FOLDER", default=str(BASE_DIR / "var" / "broker")))
+    _broker_folder.mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_folder),
+        "data_folder_out": str(_broker_folder),
+        "store_processed": False,
+    }
 CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default=None)
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -132,6 +144,10 @@ SYNC_TOKEN_MAX_AGE_SECONDS = env.int("SYNC_TOKEN_MAX_AGE_SECONDS", default=12 * 
 SYNC_BATCH_SIZE = env.int("SYNC_BATCH_SIZE", default=5000)
 SYNC_CONNECT_TIMEOUT = env.float("SYNC_CONNECT_TIMEOUT", default=10.0)
 SYNC_READ_TIMEOUT = env.float("SYNC_READ_TIMEOUT", default=120.0)
+# Connection failures are retried this many times within a run, waiting 1, 2, 4... seconds.
+SYNC_RETRIES = env.int("SYNC_RETRIES", default=3)
+# A run renews its lease after every batch; a worker that dies frees the lease after this long.
+SYNC_LOCK_TTL_SECONDS = env.int("SYNC_LOCK_TTL_SECONDS", default=120)
 
 LOGGING = {
     "version": 1,

@@ -1,5 +1,6 @@
 """Admin for the synchronisation preferences, locked behind an authorisation code."""
 
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -8,16 +9,34 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Model
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponseRedirect,
+)
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
-from django.utils import timezone
+from django.utils import formats, timezone
 from django.utils.decorators import method_decorator
+from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_post_parameters
 
-from . import services
-from .models import SyncPeer, SyncPreferences
+from . import selectors, services
+from .client import SyncFailure
+from .models import (
+    MASTER_SYNC_ID,
+    BufferedRecord,
+    SyncLog,
+    SyncPeer,
+    SyncPreferences,
+    SyncTrigger,
+)
+from .run import connection_test
 from .selectors import preferences_get
+from .services import ROLE_CHANGE_REENTER_HINT
+from .tasks import sync_with_master
 
 UNLOCK_SESSION_KEY = "sync_preferences_unlocked_until"
 UNLOCK_PERMISSION = "sync.unlock_sync_preferences"
@@ -59,6 +78,18 @@ class UnlockedPreferencesForm(forms.ModelForm):
     class Meta:
         model = SyncPreferences
         fields = ["sync_id", "username", "sync_interval_minutes"]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        instance = self.instance
+        if (
+            data.get("sync_id") not in (None, MASTER_SYNC_ID)
+            and instance.password_hash
+            and not instance.password
+            and not data.get("new_password")
+        ):
+            self.add_error("new_password", ROLE_CHANGE_REENTER_HINT)
+        return data
 
 
 @admin.register(SyncPreferences)
@@ -127,6 +158,10 @@ class SyncPreferencesAdmin(admin.ModelAdmin):
     ) -> HttpResponse:
         context = {
             **(extra_context or {}),
+            # A singleton: only Save, which returns to this same page.
+            "show_save_and_continue": False,
+            "show_save_and_add_another": False,
+            "show_delete": False,
             "unlocked_until": preferences_unlocked_until(request),
             "can_unlock": request.user.has_perm(UNLOCK_PERMISSION),
             "unlock_url": reverse("admin:sync_syncpreferences_unlock"),
@@ -219,10 +254,24 @@ def _unlock_refusal(result: services.UnlockResult) -> str:
 
 @admin.register(SyncPeer)
 class SyncPeerAdmin(admin.ModelAdmin):
-    """The Sync with list; servers are added or removed only while the preferences are unlocked."""
+    """The Sync with list; servers are added or removed only while the preferences are unlocked.
 
-    list_display = ["sync_id", "name", "store_code", "url"]
+    Each row shows how syncing with that server goes; on a satellite it also has Sync now and
+    Test connection buttons (the master waits for satellites, so it has none).
+    """
+
+    list_display = [
+        "sync_id",
+        "name",
+        "store_code",
+        "url",
+        "last_success",
+        "last_error",
+        "pending_changes",
+        "buttons",
+    ]
     search_fields = ["name", "store_code", "url"]
+    list_select_related = ["state"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return bool(preferences_unlocked_until(request)) and super().has_add_permission(request)
@@ -239,3 +288,166 @@ class SyncPeerAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         services.peer_save(peer=obj)
+
+    @admin.display(description="Last successful sync")
+    def last_success(self, peer: SyncPeer) -> str:
+        state = getattr(peer, "state", None)
+        when = state.last_success_at if state else None
+        if when is None:
+            return format_html('<span class="sync-badge sync-error">never</span>')
+        age = timezone.now() - when
+        text = formats.date_format(timezone.localtime(when), "DATETIME_FORMAT")
+        if age > timedelta(days=3):
+            return format_html(
+                '<span class="sync-badge sync-error" title="More than three days ago">{} '
+                "({} days ago)</span>",
+                text,
+                age.days,
+            )
+        if age > timedelta(days=1):
+            return format_html(
+                '<span class="sync-badge sync-warning" title="More than a day ago">{} '
+                "({} days ago)</span>",
+                text,
+                age.days,
+            )
+        return text
+
+    @admin.display(description="Last error")
+    def last_error(self, peer: SyncPeer) -> str:
+        state = getattr(peer, "state", None)
+        return state.last_error if state and state.last_error else "-"
+
+    @admin.display(description="Pending outgoing changes")
+    def pending_changes(self, peer: SyncPeer) -> int:
+        return selectors.pending_changes_for(peer)
+
+    @admin.display(description="")
+    def buttons(self, peer: SyncPeer) -> str:
+        if preferences_get().is_master:
+            return ""
+        # The buttons submit the one CSRF-protected form in change_list.html.
+        return format_html(
+            '<button type="submit" form="sync-peer-actions" formaction="{}" class="button">'
+            "Sync now</button> "
+            '<button type="submit" form="sync-peer-actions" formaction="{}" class="button">'
+            "Test connection</button>",
+            reverse("admin:sync_syncpeer_sync_now", args=[peer.pk]),
+            reverse("admin:sync_syncpeer_test_connection", args=[peer.pk]),
+        )
+
+    def get_urls(self) -> list[URLPattern]:
+        return [
+            path(
+                "<int:peer_id>/sync-now/",
+                self.admin_site.admin_view(self.sync_now_view),
+                name="sync_syncpeer_sync_now",
+            ),
+            path(
+                "<int:peer_id>/sync-now/<str:request_id>/",
+                self.admin_site.admin_view(self.sync_result_view),
+                name="sync_syncpeer_sync_result",
+            ),
+            path(
+                "<int:peer_id>/test-connection/",
+                self.admin_site.admin_view(self.test_connection_view),
+                name="sync_syncpeer_test_connection",
+            ),
+            *super().get_urls(),
+        ]
+
+    def _peer_or_404(self, request: HttpRequest, peer_id: int) -> SyncPeer:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        peer = SyncPeer.objects.filter(pk=peer_id).first()
+        if peer is None:
+            raise Http404("No such server in Sync with.")
+        return peer
+
+    def sync_now_view(self, request: HttpRequest, peer_id: int) -> HttpResponse:
+        """Queue a sync run in a worker, then show its result page."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        peer = self._peer_or_404(request, peer_id)
+        request_id = uuid.uuid4().hex
+        try:
+            sync_with_master.apply_async(
+                kwargs={"trigger": SyncTrigger.BUTTON, "request_id": request_id},
+                retry=False,
+            )
+        except Exception as error:  # noqa: BLE001 - any broker failure reads the same to a user
+            messages.error(
+                request,
+                f"The sync could not be queued: the task queue is not answering ({error}). "
+                "Check that Redis and the Celery worker are running.",
+            )
+            return HttpResponseRedirect(reverse("admin:sync_syncpeer_changelist"))
+        self.log_change(request, peer, "Asked for a sync now.")
+        return HttpResponseRedirect(
+            reverse("admin:sync_syncpeer_sync_result", args=[peer.pk, request_id])
+        )
+
+    def sync_result_view(self, request: HttpRequest, peer_id: int, request_id: str) -> HttpResponse:
+        """Show a queued run's result once it has ended; refresh until then."""
+        peer = self._peer_or_404(request, peer_id)
+        log = SyncLog.objects.filter(request_id=request_id).first()
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Sync with {peer.name}",
+            "opts": self.opts,
+            "peer": peer,
+            "log": log,
+            "finished": log is not None and log.ended_at is not None,
+            "changelist_url": reverse("admin:sync_syncpeer_changelist"),
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/sync/syncpeer/sync_result.html", context)
+
+    def test_connection_view(self, request: HttpRequest, peer_id: int) -> HttpResponse:
+        """Handshake with the master only and say in plain words what is wrong, if anything."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        self._peer_or_404(request, peer_id)
+        try:
+            messages.success(request, connection_test())
+        except SyncFailure as failure:
+            messages.error(request, f"Test connection failed: {failure.message}")
+        return HttpResponseRedirect(reverse("admin:sync_syncpeer_changelist"))
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Sync writes these rows itself; the admin only shows them."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+
+@admin.register(SyncLog)
+class SyncLogAdmin(ReadOnlyAdmin):
+    list_display = [
+        "started_at",
+        "peer_sync_id",
+        "result",
+        "step",
+        "records_pushed",
+        "records_pulled",
+        "bytes_sent",
+        "bytes_received",
+        "error_code",
+    ]
+    list_filter = ["result", "peer_sync_id", "started_at", "error_code"]
+    search_fields = ["message", "error_code"]
+    date_hierarchy = "started_at"
+
+
+@admin.register(BufferedRecord)
+class BufferedRecordAdmin(ReadOnlyAdmin):
+    list_display = ["table_name", "record_id", "source_site", "error", "received_at"]
+    list_filter = ["table_name", "source_site"]
+    search_fields = ["record_id", "error"]

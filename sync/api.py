@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Q
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
@@ -153,6 +153,7 @@ class PushView(SyncAPIView):
             400: ErrorSerializer,
             401: ErrorSerializer,
             403: ErrorSerializer,
+            409: ErrorSerializer,
             413: ErrorSerializer,
         },
     )
@@ -177,7 +178,18 @@ class PushView(SyncAPIView):
                     raise SyncAPIError(str(error), "forbidden_record", 403) from error
                 except WireError as error:
                     raise SyncAPIError(str(error), "malformed", 400) from error
-                applied = changeset_apply(changeset=changeset, source_site=caller.sync_id)
+                try:
+                    applied = changeset_apply(changeset=changeset, source_site=caller.sync_id)
+                except DatabaseError as error:
+                    # A row the master's constraints refuse (a zero quantity, a transaction
+                    # number taken twice) needs a typed answer: a satellite reads a 500 page as
+                    # a wrong URL.
+                    raise SyncAPIError(
+                        f"The master refused a record of this batch: {error}. Correct it on the "
+                        "satellite; the batch is retried at the next sync.",
+                        "rejected_record",
+                        status.HTTP_409_CONFLICT,
+                    ) from error
                 AppliedBatch.objects.create(
                     sync_id=caller.sync_id, batch_id=batch_id, records=len(changeset)
                 )
@@ -219,8 +231,11 @@ class PullView(SyncAPIView):
         changes = list(changes_since(cursor, scope)[: query.validated_data["limit"]])
         next_cursor = Cursor.of(changes[-1]) if changes else cursor
         remaining = changes_since(next_cursor, scope).count()
+        # The requested cursor is what the satellite has applied: it tells what it still lacks.
+        seen: dict[str, Any] = {"pull_txid": cursor.txid, "pull_seq": cursor.seq}
         if remaining == 0:
-            PeerState.objects.filter(peer=caller.peer).update(last_success_at=timezone.now())
+            seen["last_success_at"] = timezone.now()
+        PeerState.objects.filter(peer=caller.peer).update(**seen)
         changeset = changeset_build(changes)
         result = {
             "changes": changeset.to_wire(),

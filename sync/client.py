@@ -5,6 +5,7 @@ import gzip
 import http.client
 import json
 import socket
+import time
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -45,6 +46,7 @@ class MasterClient:
         token: str = "",
         connect_timeout: float = 10.0,
         read_timeout: float = 120.0,
+        retries: int = 0,
         protocol_version: int = PROTOCOL_VERSION,
     ) -> None:
         parts = urlsplit(url)
@@ -60,6 +62,7 @@ class MasterClient:
         self.token = token
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
+        self._retries = retries
         self.protocol_version = protocol_version
         self._connection: http.client.HTTPConnection | None = None
         self.bytes_sent = 0
@@ -108,14 +111,20 @@ class MasterClient:
         if body is not None:
             payload = gzip.compress(json.dumps(body, separators=(",", ":")).encode(), 6)
             headers.update({"Content-Type": "application/json", "Content-Encoding": "gzip"})
-        try:
-            connection = self._connect()
-            connection.request(method, path, body=payload, headers=headers)
-            response = connection.getresponse()
-            raw = response.read()
-        except (OSError, http.client.HTTPException) as error:
-            self.close()
-            raise self._unreachable(error) from error
+        # Every request is safe to repeat (pushes are idempotent by batch id), so a dropped
+        # connection is retried with backoff before the run gives up.
+        for attempt in range(self._retries + 1):
+            try:
+                connection = self._connect()
+                connection.request(method, path, body=payload, headers=headers)
+                response = connection.getresponse()
+                raw = response.read()
+                break
+            except (OSError, http.client.HTTPException) as error:
+                self.close()
+                if attempt == self._retries:
+                    raise self._unreachable(error) from error
+                time.sleep(2**attempt)
         self.bytes_sent += len(payload or b"")
         self.bytes_received += len(raw)
         if response.getheader("Connection", "").lower() == "close":

@@ -233,10 +233,21 @@ class SyncResult(models.TextChoices):
     FAILURE = "failure", "Failure"
 
 
+class SyncTrigger(models.TextChoices):
+    SCHEDULE = "schedule", "Schedule"
+    BUTTON = "button", "Sync now button"
+    COMMAND = "command", "sync_now command"
+
+
 class SyncLog(models.Model):
     """One sync run of this site: what moved each way and how it ended."""
 
     peer_sync_id = models.PositiveSmallIntegerField("Peer sync ID")
+    trigger = models.CharField(
+        max_length=10, choices=SyncTrigger.choices, default=SyncTrigger.COMMAND
+    )
+    # Lets the admin page that queued a run find its result.
+    request_id = models.CharField(max_length=36, blank=True, db_index=True)
     started_at = models.DateTimeField(db_index=True)
     ended_at = models.DateTimeField(null=True, blank=True)
     step = models.CharField(max_length=20, blank=True)
@@ -308,3 +319,14 @@ class AuthFailure(models.Model):
 
     def __str__(self) -> str:
         return f"Failed sync login from {self.sync_id or self.address} at {self.failed_at}"
+
+
+class RunLock(models.Model):
+    """A lease that lets one sync run at a time; a crashed holder's lease simply expires."""
+
+    name = models.CharField(max_length=40, primary_key=True)
+    holder = models.CharField(max_length=100, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} held by {self.holder or 'nobody'}"

@@ -1,6 +1,7 @@
 """One satellite sync run: handshake, push, then pull; the one call every front door uses."""
 
 import hashlib
+import uuid
 from collections.abc import Callable
 
 from django.conf import settings
@@ -11,7 +12,16 @@ from django.utils import timezone
 from .changes import ChangeSet, Cursor, changes_since, changeset_build
 from .client import MasterClient, SyncFailure
 from .integration import changeset_apply
-from .models import MASTER_SYNC_ID, PeerState, SyncLog, SyncPeer, SyncResult
+from .locks import lock_acquire, lock_release, lock_renew
+from .models import (
+    MASTER_SYNC_ID,
+    PeerState,
+    SyncLog,
+    SyncPeer,
+    SyncPreferences,
+    SyncResult,
+    SyncTrigger,
+)
 from .protocol import PROTOCOL_VERSION
 from .registry import STORE_TABLE_NAMES
 from .selectors import preferences_get
@@ -22,14 +32,55 @@ Progress = Callable[[str], None]
 PUSH_SCOPE = Q(table_name__in=STORE_TABLE_NAMES, source_site__isnull=True)
 
 
+RUN_LOCK = "sync_run"
+
+
+class SyncAlreadyRunning(Exception):
+    """Raised instead of starting a second run while one is going on."""
+
+    def __init__(self) -> None:
+        super().__init__("A sync is already running: this one was not started.")
+
+
 def _quiet(message: str) -> None:
     """Default progress sink: runs from Celery have nobody to tell."""
 
 
-def sync_run(*, progress: Progress = _quiet, protocol_version: int = PROTOCOL_VERSION) -> SyncLog:
-    """Run one sync with the master and return its log row (result success or failure)."""
+def sync_run(
+    *,
+    trigger: str = SyncTrigger.COMMAND,
+    request_id: str = "",
+    progress: Progress = _quiet,
+    protocol_version: int = PROTOCOL_VERSION,
+) -> SyncLog:
+    """Run one sync with the master and return its log row (result success or failure).
+
+    Raises SyncAlreadyRunning, and does nothing else, while another run holds the lease.
+    """
+    holder = uuid.uuid4().hex
+    ttl = settings.SYNC_LOCK_TTL_SECONDS
+    if not lock_acquire(name=RUN_LOCK, holder=holder, ttl_seconds=ttl):
+        raise SyncAlreadyRunning
+
+    def heartbeat(message: str) -> None:
+        # Every batch renews the lease, so only a dead run's lease runs out.
+        lock_renew(name=RUN_LOCK, holder=holder, ttl_seconds=ttl)
+        progress(message)
+
+    try:
+        return _run(trigger, request_id, heartbeat, protocol_version)
+    finally:
+        lock_release(name=RUN_LOCK, holder=holder)
+
+
+def _run(trigger: str, request_id: str, progress: Progress, protocol_version: int) -> SyncLog:
     preferences = preferences_get()
-    log = SyncLog.objects.create(peer_sync_id=MASTER_SYNC_ID, started_at=timezone.now())
+    log = SyncLog.objects.create(
+        peer_sync_id=MASTER_SYNC_ID,
+        started_at=timezone.now(),
+        trigger=trigger,
+        request_id=request_id,
+    )
     client: MasterClient | None = None
     state: PeerState | None = None
     try:
@@ -39,24 +90,8 @@ def sync_run(*, progress: Progress = _quiet, protocol_version: int = PROTOCOL_VE
                 "This server is the master (Sync ID 1): satellites start syncs, the master waits "
                 "for them.",
             )
-        peer = SyncPeer.objects.filter(sync_id=MASTER_SYNC_ID).first()
-        if peer is None:
-            raise SyncFailure(
-                "no_master",
-                "The master is not in Sync with: add it (Sync ID 1, its store and URL) in "
-                "Preferences > Synchronisation.",
-            )
-        state = PeerState.objects.get_or_create(peer=peer)[0]
-        client = MasterClient(
-            url=peer.url,
-            sync_id=preferences.sync_id,
-            username=preferences.username,
-            password=preferences.password,
-            token=state.auth_token,
-            connect_timeout=settings.SYNC_CONNECT_TIMEOUT,
-            read_timeout=settings.SYNC_READ_TIMEOUT,
-            protocol_version=protocol_version,
-        )
+        peer, state = _master_peer()
+        client = _client(preferences, peer, state, protocol_version)
         _step(log, "handshake")
         answer = client.handshake()
         state.auth_token = client.token
@@ -87,6 +122,61 @@ def sync_run(*, progress: Progress = _quiet, protocol_version: int = PROTOCOL_VE
         if state is not None:
             state.save(update_fields=["last_success_at", "last_error", "auth_token"])
     return log
+
+
+def _master_peer() -> tuple[SyncPeer, PeerState]:
+    peer = SyncPeer.objects.filter(sync_id=MASTER_SYNC_ID).first()
+    if peer is None:
+        raise SyncFailure(
+            "no_master",
+            "The master is not in Sync with: add it (Sync ID 1, its store and URL) in "
+            "Preferences > Synchronisation.",
+        )
+    return peer, PeerState.objects.get_or_create(peer=peer)[0]
+
+
+def _client(
+    preferences: SyncPreferences,
+    peer: SyncPeer,
+    state: PeerState,
+    protocol_version: int,
+    retries: int | None = None,
+) -> MasterClient:
+    return MasterClient(
+        url=peer.url,
+        sync_id=preferences.sync_id,
+        username=preferences.username,
+        password=preferences.password,
+        token=state.auth_token,
+        connect_timeout=settings.SYNC_CONNECT_TIMEOUT,
+        read_timeout=settings.SYNC_READ_TIMEOUT,
+        retries=settings.SYNC_RETRIES if retries is None else retries,
+        protocol_version=protocol_version,
+    )
+
+
+def connection_test() -> str:
+    """Handshake with the master only, with the password; returns what went right.
+
+    Raises SyncFailure whose message says in plain words what is wrong.
+    """
+    preferences = preferences_get()
+    if preferences.is_master:
+        raise SyncFailure(
+            "is_master", "This server is the master: satellites connect to it, not the reverse."
+        )
+    peer, state = _master_peer()
+    # The password, not a saved token, and no retries: the operator waits for the answer.
+    state.auth_token = ""
+    client = _client(preferences, peer, state, PROTOCOL_VERSION, retries=0)
+    try:
+        answer = client.handshake()
+    finally:
+        client.close()
+    return (
+        f"Connected to the master at {peer.url}: it accepts this satellite (Sync ID "
+        f"{preferences.sync_id}) for store {answer['store']['code']} {answer['store']['name']}."
+    )
 
 
 def _step(log: SyncLog, step: str) -> None:

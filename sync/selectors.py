@@ -3,7 +3,7 @@
 import uuid
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from .models import MASTER_SYNC_ID, BufferedRecord, PeerState, SyncLog, SyncPeer, SyncPreferences
 
@@ -110,3 +110,19 @@ def store_is_hosted_here(store_id: uuid.UUID) -> bool:
 
     hosted_elsewhere = SyncPeer.objects.values("store_code")
     return Store.objects.filter(pk=store_id).exclude(code__in=hosted_elsewhere).exists()
+
+
+def pending_changes_for(peer: SyncPeer) -> int:
+    """Changes this site holds that `peer` has not received yet.
+
+    A satellite counts its own store data the master has not acknowledged; the master counts
+    the master data after the cursor the satellite last pulled from.
+    """
+    from .changes import Cursor, changes_since
+    from .registry import MASTER_TABLE_NAMES
+
+    state = PeerState.objects.filter(peer=peer).first()
+    if not site_is_master():
+        return pending_changes_count(state)
+    cursor = Cursor(state.pull_txid, state.pull_seq) if state else Cursor()
+    return changes_since(cursor, Q(table_name__in=MASTER_TABLE_NAMES)).count()

@@ -6,11 +6,17 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from .models import SyncPeer, SyncPreferences, UnlockAttempt
 from .selectors import preferences_get
+
+ROLE_CHANGE_REENTER_HINT = (
+    "A satellite sends the sync password to the master, and the master kept only its hash: "
+    "enter the password again."
+)
 
 
 @transaction.atomic
@@ -35,10 +41,41 @@ def preferences_update(
         preferences.set_password(password)
     elif preferences.is_master:
         preferences.password = ""
+    elif preferences.password_hash and not preferences.password:
+        raise ValidationError({"password": ROLE_CHANGE_REENTER_HINT})
     if unlock_code is not None:
         preferences.set_unlock_code(unlock_code)
     preferences.save()
+    sync_schedule_update(preferences=preferences)
     return preferences
+
+
+SYNC_SCHEDULE_NAME = "Sync with the master"
+
+
+def sync_schedule_update(*, preferences: SyncPreferences) -> None:
+    """Keep Celery beat's periodic sync in step with the Sync time interval preference.
+
+    django-celery-beat's database scheduler notices the change by itself, so nothing restarts.
+    A satellite with an interval syncs every that many minutes; 0 pauses; the master never pulls.
+    """
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    from .tasks import SYNC_TASK
+
+    enabled = not preferences.is_master and preferences.sync_interval_minutes > 0
+    interval = IntervalSchedule.objects.get_or_create(
+        every=max(preferences.sync_interval_minutes, 1), period=IntervalSchedule.MINUTES
+    )[0]
+    task = PeriodicTask.objects.filter(name=SYNC_SCHEDULE_NAME).first()
+    if task is None:
+        if not enabled:
+            return
+        task = PeriodicTask(name=SYNC_SCHEDULE_NAME, task=SYNC_TASK)
+    if (task.interval_id, task.enabled) != (interval.pk, enabled):
+        task.interval = interval
+        task.enabled = enabled
+        task.save()
 
 
 @transaction.atomic

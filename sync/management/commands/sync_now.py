@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from sync.models import SyncResult
-from sync.run import sync_run
+from sync.run import SyncAlreadyRunning, sync_run
 
 
 class Command(BaseCommand):
@@ -18,7 +18,12 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         as_json = options["json"]
-        log = sync_run(progress=(lambda message: None) if as_json else self.stdout.write)
+        try:
+            log = sync_run(progress=(lambda message: None) if as_json else self.stdout.write)
+        except SyncAlreadyRunning as error:
+            if as_json:
+                self.stdout.write(json.dumps({"result": "already_running", "message": str(error)}))
+            raise CommandError(str(error)) from error
         duration = (log.ended_at - log.started_at).total_seconds() if log.ended_at else 0.0
         report = {
             "result": log.result,

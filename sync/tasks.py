@@ -1,0 +1,19 @@
+"""Celery tasks: the scheduled and on-demand sync runs, front doors to sync_run."""
+
+from celery import shared_task
+
+from .models import SyncTrigger
+from .run import SyncAlreadyRunning, sync_run
+
+SYNC_TASK = "sync.sync_with_master"
+
+
+# A run interrupted by a dead worker must not be replayed later by the broker: the lease and the
+# cursors already make the next scheduled run pick up where it stopped.
+@shared_task(name=SYNC_TASK, acks_late=False, ignore_result=True)
+def sync_with_master(trigger: str = SyncTrigger.SCHEDULE, request_id: str = "") -> str:
+    """Run one sync with the master; a run already going on makes this one do nothing."""
+    try:
+        return str(sync_run(trigger=trigger, request_id=request_id).result)
+    except SyncAlreadyRunning as error:
+        return str(error)
