@@ -1,0 +1,304 @@
+"""Real msupply-sync sites on one machine, for the demo, the tests and the benchmarks.
+
+A `Site` runs `manage.py` commands against its own database (SQLite file, or a PostgreSQL
+database of its own when DATABASE_URL points at PostgreSQL), serves HTTP on 127.0.0.1 with a
+real server process, and can run its own Celery worker and beat. `Cluster` provisions a master
+and satellites the way an operator would, with the provisioning commands.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import closing, suppress
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+SYNC_USERNAME = "sync"
+SYNC_PASSWORD = "sync-password-1"
+UNLOCK_CODE = "unlock-code-1"
+
+
+def free_port() -> int:
+    with closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with closing(socket.socket()) as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"Nothing listens on 127.0.0.1:{port} after {timeout} s.")
+
+
+def _postgres_base() -> str | None:
+    url = os.environ.get("DATABASE_URL", "")
+    return url if url.startswith(("postgres://", "postgresql://")) else None
+
+
+class Site:
+    """One msupply-sync server: a database of its own, commands, and an optional HTTP process."""
+
+    def __init__(self, name: str, workdir: Path, extra_env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.workdir = workdir
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.celery: list[subprocess.Popen[bytes]] = []
+        self.extra_env = dict(extra_env or {})
+        base = _postgres_base()
+        if base:
+            self._pg_name = f"msit_{name}_{uuid.uuid4().hex[:8]}"
+            parts = urlsplit(base)
+            self._pg_admin = urlunsplit(parts._replace(path="/postgres"))
+            self.database_url = urlunsplit(parts._replace(path=f"/{self._pg_name}"))
+            with psycopg.connect(self._pg_admin, autocommit=True) as connection:
+                connection.execute(f'CREATE DATABASE "{self._pg_name}"')
+        else:
+            self._pg_name = ""
+            self.database_url = f"sqlite:///{workdir / f'{name}.sqlite3'}"
+        self.log_path = workdir / f"{name}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def env(self) -> dict[str, str]:
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("PYTEST", "DJANGO_SETTINGS_MODULE"))
+        }
+        env.update(
+            DATABASE_URL=self.database_url,
+            DJANGO_SETTINGS_MODULE="msupply.settings",
+            PYTHONUNBUFFERED="1",
+            **self.extra_env,
+        )
+        return env
+
+    def manage(
+        self, *args: str, stdin: str = "", check: bool = True, timeout: float = 600
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `manage.py args` against this site's database."""
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env(),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"{self.name}: manage.py {' '.join(args)} exited {result.returncode}:\n"
+                f"{result.stdout}\n{result.stderr}"
+            )
+        return result
+
+    def manage_json(self, *args: str, check: bool = True) -> dict[str, Any]:
+        """Run a command given --json and return the JSON object it printed last."""
+        result = self.manage(*args, "--json", check=check)
+        return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+    def dump(self, *models: str) -> list[dict[str, Any]]:
+        """`dumpdata` of the given models (default: all of stores), sorted by model and pk."""
+        result = self.manage("dumpdata", *(models or ("stores",)), "--indent", "0")
+        return sorted(json.loads(result.stdout), key=lambda row: (row["model"], row["pk"]))
+
+    def sql(self, query: str) -> list[tuple[Any, ...]]:
+        """Run one read-only SQL query on this site's database and return its rows."""
+        script = (
+            "import json, sys, django; django.setup()\n"
+            "from django.db import connection\n"
+            "with connection.cursor() as cursor:\n"
+            "    cursor.execute(sys.argv[1])\n"
+            "    print(json.dumps(cursor.fetchall(), default=str))"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", script, query],
+            cwd=ROOT,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        return [tuple(row) for row in json.loads(result.stdout)]
+
+    def _spawn(self, *args: str) -> subprocess.Popen[bytes]:
+        # Each process leads its own group, so stopping it also stops whatever it forked.
+        return subprocess.Popen(
+            [sys.executable, *args],
+            cwd=ROOT,
+            env=self.env(),
+            stdout=self.log_path.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def start(self) -> None:
+        """Serve HTTP on 127.0.0.1:port with a real server process."""
+        self.process = self._spawn("manage.py", "runserver", f"127.0.0.1:{self.port}", "--noreload")
+        wait_for_port(self.port)
+
+    def start_celery(self, *, beat: bool = True) -> None:
+        """Start this site's Celery worker (and beat, with the database scheduler)."""
+        self.celery.append(
+            self._spawn(
+                "-m",
+                "celery",
+                "-A",
+                "msupply",
+                "worker",
+                "--pool",
+                "threads",
+                "--concurrency",
+                "2",
+                "--loglevel",
+                "INFO",
+                "--hostname",
+                f"{self.name}@%h",
+            )
+        )
+        if beat:
+            self.celery.append(
+                self._spawn(
+                    "-m",
+                    "celery",
+                    "-A",
+                    "msupply",
+                    "beat",
+                    "--loglevel",
+                    "INFO",
+                    "--schedule",
+                    str(self.workdir / f"{self.name}-beat"),
+                )
+            )
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop the HTTP process (SIGKILL to simulate a crash)."""
+        if self.process is not None:
+            _stop(self.process, sig)
+        self.process = None
+
+    def stop_celery(self, sig: int = signal.SIGTERM) -> None:
+        for process in self.celery:
+            _stop(process, sig)
+        self.celery = []
+
+    def destroy(self) -> None:
+        self.stop()
+        self.stop_celery()
+        if self._pg_name:
+            with psycopg.connect(self._pg_admin, autocommit=True) as connection:
+                connection.execute(f'DROP DATABASE IF EXISTS "{self._pg_name}" WITH (FORCE)')
+
+
+def _stop(process: subprocess.Popen[bytes], sig: int) -> None:
+    """Signal a process group and wait for it; escalate to SIGKILL if it lingers."""
+    try:
+        os.killpg(process.pid, sig)
+        process.wait(timeout=20)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=20)
+    # The group may still hold children whose leader has exited.
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+class Cluster:
+    """A master and satellites provisioned with the operators' commands."""
+
+    def __init__(
+        self, workdir: Path, satellites: int = 2, master_env: dict[str, str] | None = None
+    ) -> None:
+        self.workdir = workdir
+        self.master = Site("master", workdir, master_env)
+        self.satellites = [Site(f"satellite{n}", workdir) for n in range(2, 2 + satellites)]
+
+    @property
+    def sites(self) -> list[Site]:
+        return [self.master, *self.satellites]
+
+    def provision(self, *, stores: int = 3, items: int = 50, names: int = 20) -> None:
+        """Migrate every site, seed master data, fill both Sync with lists, start the master."""
+        secrets = f"{SYNC_PASSWORD}\n{UNLOCK_CODE}\n"
+        for site in self.sites:
+            site.manage("migrate", "--verbosity", "0")
+        self.master.manage(
+            "sync_config",
+            "--sync-id",
+            "1",
+            "--username",
+            SYNC_USERNAME,
+            "--password-stdin",
+            "--unlock-code-stdin",
+            stdin=secrets,
+        )
+        self.master.manage(
+            "seed_demo",
+            "--stores",
+            str(max(stores, len(self.satellites) + 1)),
+            "--items",
+            str(items),
+            "--names",
+            str(names),
+        )
+        for sync_id, satellite in enumerate(self.satellites, start=2):
+            store = f"S{sync_id:03d}"
+            self.master.manage(
+                "sync_peer",
+                "add",
+                "--sync-id",
+                str(sync_id),
+                "--name",
+                satellite.name,
+                "--store",
+                store,
+                "--url",
+                satellite.url,
+            )
+            satellite.manage(
+                "sync_config",
+                "--sync-id",
+                str(sync_id),
+                "--username",
+                SYNC_USERNAME,
+                "--password-stdin",
+                "--unlock-code-stdin",
+                stdin=secrets,
+            )
+            satellite.manage(
+                "sync_peer",
+                "add",
+                "--sync-id",
+                "1",
+                "--name",
+                "master",
+                "--store",
+                "S001",
+                "--url",
+                self.master.url,
+            )
+        self.master.start()
+
+    def destroy(self) -> None:
+        for site in self.sites:
+            site.destroy()
