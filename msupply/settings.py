@@ -146,6 +146,8 @@ SYNC_CONNECT_TIMEOUT = env.float("SYNC_CONNECT_TIMEOUT", default=10.0)
 SYNC_READ_TIMEOUT = env.float("SYNC_READ_TIMEOUT", default=120.0)
 # Connection failures are retried this many times within a run, waiting 1, 2, 4... seconds.
 SYNC_RETRIES = env.int("SYNC_RETRIES", default=3)
+# Length of one "minute" of the Sync time interval. Only tests shorten it, to watch beat work.
+SYNC_INTERVAL_UNIT_SECONDS = env.int("SYNC_INTERVAL_UNIT_SECONDS", default=60)
 # A run renews its lease after every batch; a worker that dies frees the lease after this long.
 SYNC_LOCK_TTL_SECONDS = env.int("SYNC_LOCK_TTL_SECONDS", default=120)
 

@@ -51,10 +51,16 @@ def _postgres_base() -> str | None:
 class Site:
     """One msupply-sync server: a database of its own, commands, and an optional HTTP process."""
 
-    def __init__(self, name: str, workdir: Path, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        workdir: Path,
+        extra_env: dict[str, str] | None = None,
+        port: int | None = None,
+    ) -> None:
         self.name = name
         self.workdir = workdir
-        self.port = free_port()
+        self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.celery: list[subprocess.Popen[bytes]] = []
         self.extra_env = dict(extra_env or {})
@@ -90,13 +96,18 @@ class Site:
         return env
 
     def manage(
-        self, *args: str, stdin: str = "", check: bool = True, timeout: float = 600
+        self,
+        *args: str,
+        stdin: str = "",
+        check: bool = True,
+        timeout: float = 600,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run `manage.py args` against this site's database."""
         result = subprocess.run(
             [sys.executable, "manage.py", *args],
             cwd=ROOT,
-            env=self.env(),
+            env={**self.env(), **(env or {})},
             input=stdin,
             capture_output=True,
             text=True,
@@ -227,11 +238,21 @@ class Cluster:
     """A master and satellites provisioned with the operators' commands."""
 
     def __init__(
-        self, workdir: Path, satellites: int = 2, master_env: dict[str, str] | None = None
+        self,
+        workdir: Path,
+        satellites: int = 2,
+        master_env: dict[str, str] | None = None,
+        env: dict[str, str] | None = None,
+        first_port: int | None = None,
     ) -> None:
         self.workdir = workdir
-        self.master = Site("master", workdir, master_env)
-        self.satellites = [Site(f"satellite{n}", workdir) for n in range(2, 2 + satellites)]
+
+        def site(name: str, number: int, extra: dict[str, str] | None = None) -> Site:
+            port = first_port + number - 1 if first_port else None
+            return Site(name, workdir, {**(env or {}), **(extra or {})}, port)
+
+        self.master = site("master", 1, master_env)
+        self.satellites = [site(f"satellite{n}", n) for n in range(2, 2 + satellites)]
 
     @property
     def sites(self) -> list[Site]:
@@ -239,65 +260,33 @@ class Cluster:
 
     def provision(self, *, stores: int = 3, items: int = 50, names: int = 20) -> None:
         """Migrate every site, seed master data, fill both Sync with lists, start the master."""
-        secrets = f"{SYNC_PASSWORD}\n{UNLOCK_CODE}\n"
         for site in self.sites:
             site.manage("migrate", "--verbosity", "0")
+        self.configure(self.master, 1)
+        stores = max(stores, len(self.satellites) + 1)
         self.master.manage(
-            "sync_config",
-            "--sync-id",
-            "1",
-            "--username",
-            SYNC_USERNAME,
-            "--password-stdin",
-            "--unlock-code-stdin",
-            stdin=secrets,
-        )
-        self.master.manage(
-            "seed_demo",
-            "--stores",
-            str(max(stores, len(self.satellites) + 1)),
-            "--items",
-            str(items),
-            "--names",
-            str(names),
+            "seed_demo", "--stores", str(stores), "--items", str(items), "--names", str(names)
         )
         for sync_id, satellite in enumerate(self.satellites, start=2):
-            store = f"S{sync_id:03d}"
             self.master.manage(
-                "sync_peer",
-                "add",
-                "--sync-id",
-                str(sync_id),
-                "--name",
-                satellite.name,
-                "--store",
-                store,
-                "--url",
-                satellite.url,
-            )
+                "sync_peer", "add", "--sync-id", str(sync_id), "--name", satellite.name,
+                "--store", f"S{sync_id:03d}", "--url", satellite.url,
+            )  # fmt: skip
+            self.configure(satellite, sync_id)
             satellite.manage(
-                "sync_config",
-                "--sync-id",
-                str(sync_id),
-                "--username",
-                SYNC_USERNAME,
-                "--password-stdin",
-                "--unlock-code-stdin",
-                stdin=secrets,
-            )
-            satellite.manage(
-                "sync_peer",
-                "add",
-                "--sync-id",
-                "1",
-                "--name",
-                "master",
-                "--store",
-                "S001",
-                "--url",
-                self.master.url,
-            )
+                "sync_peer", "add", "--sync-id", "1", "--name", "master", "--store", "S001",
+                "--url", self.master.url,
+            )  # fmt: skip
         self.master.start()
+
+    @staticmethod
+    def configure(site: Site, sync_id: int, *extra: str) -> None:
+        """Set a site's Sync ID and the shared sync credentials with sync_config."""
+        site.manage(
+            "sync_config", "--sync-id", str(sync_id), "--username", SYNC_USERNAME,
+            "--password-stdin", "--unlock-code-stdin", *extra,
+            stdin=f"{SYNC_PASSWORD}\n{UNLOCK_CODE}\n",
+        )  # fmt: skip
 
     def destroy(self) -> None:
         for site in self.sites:

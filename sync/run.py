@@ -74,6 +74,14 @@ def sync_run(
 
 
 def _run(trigger: str, request_id: str, progress: Progress, protocol_version: int) -> SyncLog:
+    # Holding the lease proves no other run is alive: a run still marked running has died.
+    SyncLog.objects.filter(result=SyncResult.RUNNING).update(
+        result=SyncResult.FAILURE,
+        ended_at=timezone.now(),
+        error_code="interrupted",
+        message="This run stopped before it ended (its process was stopped or crashed). The "
+        "next run resumed where it stopped.",
+    )
     preferences = preferences_get()
     log = SyncLog.objects.create(
         peer_sync_id=MASTER_SYNC_ID,

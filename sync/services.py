@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from .models import SyncPeer, SyncPreferences, UnlockAttempt
+from .models import PeerState, SyncPeer, SyncPreferences, UnlockAttempt
 from .selectors import preferences_get
 
 ROLE_CHANGE_REENTER_HINT = (
@@ -46,6 +46,10 @@ def preferences_update(
     if unlock_code is not None:
         preferences.set_unlock_code(unlock_code)
     preferences.save()
+    if username is not None or password is not None:
+        # A run token the master issued for the old credentials must not outlive them: the next
+        # run logs in with the credentials just set, so a wrong password shows at once.
+        PeerState.objects.update(auth_token="")
     sync_schedule_update(preferences=preferences)
     return preferences
 
@@ -64,8 +68,9 @@ def sync_schedule_update(*, preferences: SyncPreferences) -> None:
     from .tasks import SYNC_TASK
 
     enabled = not preferences.is_master and preferences.sync_interval_minutes > 0
+    seconds = max(preferences.sync_interval_minutes, 1) * settings.SYNC_INTERVAL_UNIT_SECONDS
     interval = IntervalSchedule.objects.get_or_create(
-        every=max(preferences.sync_interval_minutes, 1), period=IntervalSchedule.MINUTES
+        every=seconds, period=IntervalSchedule.SECONDS
     )[0]
     task = PeriodicTask.objects.filter(name=SYNC_SCHEDULE_NAME).first()
     if task is None:

@@ -99,3 +99,29 @@ class UserFactory(factory.django.DjangoModelFactory):
             self.user_permissions.add(
                 Permission.objects.get(content_type__app_label=app_label, codename=codename)
             )
+
+
+def changeset_of(*records: object, deleted: tuple[object, ...] = ()):
+    """A wire ChangeSet upserting `records` (saved or not) and deleting `deleted`, in that order.
+
+    Tables appear in the order their records are given, so a test can send children first.
+    """
+    # Imported here because this factory was appended after the module's import block.
+    import json
+
+    from django.core.serializers.json import DjangoJSONEncoder
+
+    from sync.changes import ChangeSet
+    from sync.registry import TABLES_BY_MODEL
+
+    changeset = ChangeSet()
+    for record in records:
+        table = TABLES_BY_MODEL[type(record)]
+        row = [getattr(record, name) for name in table.field_names]
+        changeset.upserts.setdefault(table.name, []).append(
+            json.loads(json.dumps(row, cls=DjangoJSONEncoder))
+        )
+    for record in deleted:
+        table = TABLES_BY_MODEL[type(record)]
+        changeset.deletes.setdefault(table.name, []).append(record.pk)
+    return changeset

@@ -1,0 +1,161 @@
+"""Applying changesets in foreign-key order, idempotently, buffering orphans; building them."""
+
+import pytest
+from django.db.models import Max, Model
+
+from stores.models import Item, Name, StockLine, Store, Transaction, TransactionLine
+from sync.changes import ChangeSet, changeset_build
+from sync.integration import changeset_apply
+from sync.models import BufferedRecord, ChangeLog
+from sync.registry import TABLES_BY_NAME
+from tests.factories import (
+    ItemFactory,
+    StockLineFactory,
+    StoreFactory,
+    TransactionFactory,
+    TransactionLineFactory,
+    changeset_of,
+)
+
+pytestmark = pytest.mark.django_db
+
+SYNCED_MODELS = (Store, Item, Name, Transaction, TransactionLine, StockLine)
+
+
+def rows() -> dict[type[Model], list[dict[str, object]]]:
+    """Every synced row, to compare the database before and after."""
+    return {model: list(model.objects.order_by("pk").values()) for model in SYNCED_MODELS}
+
+
+def last_seq() -> int:
+    return ChangeLog.objects.aggregate(last=Max("seq"))["last"] or 0
+
+
+def test_children_sent_before_their_parents_still_apply() -> None:
+    store, item = StoreFactory.build(), ItemFactory.build()
+    invoice = TransactionFactory.build(store=store, name=None)
+    line = TransactionLineFactory.build(transaction=invoice, item=item)
+    stock = StockLineFactory.build(store=store, item=item)
+    changeset = ChangeSet.from_wire(changeset_of(line, stock, invoice, item, store).to_wire())
+    assert list(changeset.upserts)[0] == "stores_transactionline"
+
+    result = changeset_apply(changeset=changeset, source_site=2)
+
+    assert (result.applied, result.buffered) == (5, 0)
+    assert TransactionLine.objects.get(pk=line.pk).transaction.store == store
+    assert StockLine.objects.get(pk=stock.pk).item == item
+
+
+def test_line_without_its_transaction_waits_in_the_buffer_and_applies_when_it_arrives() -> None:
+    store, item = StoreFactory(), ItemFactory()
+    missing = TransactionFactory.build(store=store, name=None)
+    waiting = TransactionLineFactory.build(transaction=missing, item=item)
+    complete = TransactionFactory.build(store=store, name=None)
+    complete_line = TransactionLineFactory.build(transaction=complete, item=item)
+
+    first = changeset_apply(changeset=changeset_of(waiting, complete, complete_line), source_site=2)
+
+    assert (first.applied, first.buffered) == (2, 1)
+    assert TransactionLine.objects.filter(pk=complete_line.pk).exists()
+    assert not TransactionLine.objects.filter(pk=waiting.pk).exists()
+    buffered = BufferedRecord.objects.get()
+    assert (buffered.table_name, buffered.record_id, buffered.source_site) == (
+        "stores_transactionline",
+        waiting.pk,
+        2,
+    )
+    assert f"transaction_id {missing.pk}" in buffered.error
+
+    second = changeset_apply(changeset=changeset_of(missing), source_site=2)
+
+    assert (second.applied, second.buffered) == (2, 0)
+    assert TransactionLine.objects.get(pk=waiting.pk).transaction_id == missing.pk
+    assert not BufferedRecord.objects.exists()
+    assert ChangeLog.objects.get(record_id=waiting.pk).source_site == 2
+
+
+def test_deletes_run_children_first_whatever_order_they_are_sent_in() -> None:
+    line = TransactionLineFactory()
+    invoice, item = line.transaction, line.item
+    stock = StockLineFactory(store=invoice.store, item=item)
+    start = last_seq()
+
+    changeset_apply(
+        changeset=changeset_of(deleted=(invoice.store, item, invoice, line, stock)),
+        source_site=2,
+    )
+
+    for record in (invoice.store, item, invoice, line, stock):
+        assert not type(record).objects.filter(pk=record.pk).exists()
+    deleted_tables = list(
+        ChangeLog.objects.filter(seq__gt=start).order_by("seq").values_list("table_name", "action")
+    )
+    assert deleted_tables == [
+        ("stores_stockline", "delete"),
+        ("stores_transactionline", "delete"),
+        ("stores_transaction", "delete"),
+        ("stores_item", "delete"),
+        ("stores_store", "delete"),
+    ]
+
+
+def test_reapplying_a_changeset_changes_nothing() -> None:
+    store, item = StoreFactory.build(), ItemFactory.build()
+    invoice = TransactionFactory.build(store=store, name=None)
+    line = TransactionLineFactory.build(transaction=invoice, item=item)
+    orphan = TransactionLineFactory.build(
+        transaction=TransactionFactory.build(store=store, name=None), item=item
+    )
+    gone = ItemFactory()
+    changeset = changeset_of(store, item, invoice, line, orphan, deleted=(gone,))
+
+    first = changeset_apply(changeset=changeset, source_site=2)
+    after_first = rows()
+    buffered_first = list(BufferedRecord.objects.values_list("table_name", "record_id", "row"))
+    second = changeset_apply(changeset=changeset, source_site=2)
+
+    assert (first.applied, first.buffered) == (second.applied, second.buffered) == (5, 1)
+    assert rows() == after_first
+    assert (
+        list(BufferedRecord.objects.values_list("table_name", "record_id", "row")) == buffered_first
+    )
+
+
+def test_changeset_build_sends_a_record_changed_many_times_once_with_its_latest_values() -> None:
+    start = last_seq()
+    item = ItemFactory(name="Amoxicillin 250 mg")
+    Item.objects.filter(pk=item.pk).update(name="Amoxicillin 500 mg")
+    Item.objects.filter(pk=item.pk).update(unit="tablet")
+    changes = list(ChangeLog.objects.filter(seq__gt=start))
+    assert len(changes) == 3
+
+    changeset = changeset_build(changes)
+
+    assert len(changeset) == 1
+    [row] = changeset.upserts["stores_item"]
+    sent = dict(zip(TABLES_BY_NAME["stores_item"].field_names, row, strict=True))
+    assert (sent["id"], sent["name"], sent["unit"]) == (item.pk.hex, "Amoxicillin 500 mg", "tablet")
+
+
+def test_changeset_build_sends_a_record_deleted_since_only_as_its_tombstone() -> None:
+    start = last_seq()
+    kept, deleted = ItemFactory.create_batch(2)
+    deleted_id = deleted.pk
+    deleted.delete()
+
+    changeset = changeset_build(list(ChangeLog.objects.filter(seq__gt=start)))
+
+    assert [row[0] for row in changeset.upserts["stores_item"]] == [kept.pk.hex]
+    assert changeset.deletes == {"stores_item": [deleted_id]}
+
+
+def test_changeset_build_leaves_out_a_record_deleted_after_its_changes_were_read() -> None:
+    start = last_seq()
+    item = ItemFactory()
+    changes = list(ChangeLog.objects.filter(seq__gt=start))
+    item.delete()
+
+    changeset = changeset_build(changes)
+
+    assert len(changeset) == 0
+    assert changeset.to_wire() == {"upserts": [], "deletes": []}
