@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from .sites import ROOT, UNLOCK_CODE, Cluster, Site
+from .sites import ROOT, UNLOCK_CODE, Cluster
 
 ADMIN_USER = "admin"
 ADMIN_PASSWORD = "admin"
@@ -39,11 +39,6 @@ def _arguments() -> argparse.Namespace:
         help="Finalised transactions created on each satellite.",
     )
     return parser.parse_args()
-
-
-def _broker_env(site: Site) -> None:
-    folder = site.workdir / f"{site.name}-broker"
-    site.extra_env.update(CELERY_BROKER_URL="filesystem://", CELERY_BROKER_FOLDER=str(folder))
 
 
 def main() -> None:
@@ -82,7 +77,7 @@ def main() -> None:
                 env={"DJANGO_SUPERUSER_PASSWORD": ADMIN_PASSWORD},
             )
         for satellite in cluster.satellites:
-            _broker_env(satellite)
+            satellite.use_broker()
             Cluster.configure(satellite, cluster.satellites.index(satellite) + 2, "--interval", "1")
             satellite.manage("sync_now")
             satellite.manage("seed_demo", "--transactions", str(arguments.transactions))

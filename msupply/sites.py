@@ -166,6 +166,11 @@ class Site:
         self.process = self._spawn("manage.py", "runserver", f"127.0.0.1:{self.port}", "--noreload")
         wait_for_port(self.port)
 
+    def use_broker(self, url: str = "filesystem://") -> None:
+        """Give this site's Celery its own broker: a Redis URL, or the embedded filesystem one."""
+        folder = self.workdir / f"{self.name}-broker"
+        self.extra_env.update(CELERY_BROKER_URL=url, CELERY_BROKER_FOLDER=str(folder))
+
     def start_celery(self, *, beat: bool = True) -> None:
         """Start this site's Celery worker (and beat, with the database scheduler)."""
         self.celery.append(
