@@ -294,5 +294,7 @@ class Cluster:
         )  # fmt: skip
 
     def destroy(self) -> None:
-        for site in self.sites:
+        # Satellites first: a satellite run in flight against a stopped master would retry with
+        # backoff and hold its worker's warm shutdown for seconds.
+        for site in [*self.satellites, self.master]:
             site.destroy()

@@ -1,8 +1,10 @@
 """One satellite sync run: handshake, push, then pull; the one call every front door uses."""
 
 import hashlib
+import json
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -192,9 +194,15 @@ def _step(log: SyncLog, step: str) -> None:
     log.save(update_fields=["step"])
 
 
-def push_batch_id(sync_id: int, start: Cursor, end: Cursor) -> str:
-    """The same changes always travel under the same id, so a re-sent batch is recognised."""
-    return hashlib.sha256(f"{sync_id}:{start}:{end}".encode()).hexdigest()[:32]
+def push_batch_id(sync_id: int, start: Cursor, end: Cursor, changes: dict[str, Any]) -> str:
+    """The same changes always travel under the same id, so a re-sent batch is recognised.
+
+    The content is part of the id: a satellite rebuilt from empty or restored from a backup
+    reuses change-log positions, and an id made of positions alone would let the master take
+    its new changes for a batch it already applied and skip them.
+    """
+    content = json.dumps(changes, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(f"{sync_id}:{start}:{end}:{content}".encode()).hexdigest()[:32]
 
 
 def _push(client: MasterClient, state: PeerState, log: SyncLog, progress: Progress) -> None:
@@ -206,9 +214,8 @@ def _push(client: MasterClient, state: PeerState, log: SyncLog, progress: Progre
         end = Cursor.of(changes[-1])
         changeset = changeset_build(changes)
         if len(changeset):
-            client.push(
-                batch_id=push_batch_id(client.sync_id, start, end), changes=changeset.to_wire()
-            )
+            wire = changeset.to_wire()
+            client.push(batch_id=push_batch_id(client.sync_id, start, end, wire), changes=wire)
         # Only an acknowledged batch moves the cursor; a lost answer means the same batch again.
         state.push_txid, state.push_seq = end
         state.save(update_fields=["push_txid", "push_seq"])
