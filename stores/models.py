@@ -23,6 +23,7 @@ class Store(SyncedModel):
 
     class Meta:
         ordering = ["code"]
+        permissions = [("view_reports", "Can view master-wide reports")]
 
     def __str__(self) -> str:
         return f"{self.code} {self.name}"

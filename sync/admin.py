@@ -252,6 +252,9 @@ def _unlock_refusal(result: services.UnlockResult) -> str:
     return f"That authorisation code is not right. {left} tries left before a lockout."
 
 
+STALENESS_TITLES = {"warning": "More than a day ago", "error": "More than three days ago"}
+
+
 @admin.register(SyncPeer)
 class SyncPeerAdmin(admin.ModelAdmin):
     """The Sync with list; servers are added or removed only while the preferences are unlocked.
@@ -293,25 +296,19 @@ class SyncPeerAdmin(admin.ModelAdmin):
     def last_success(self, peer: SyncPeer) -> str:
         state = getattr(peer, "state", None)
         when = state.last_success_at if state else None
+        staleness = selectors.sync_staleness(when)
         if when is None:
             return format_html('<span class="sync-badge sync-error">never</span>')
-        age = timezone.now() - when
         text = formats.date_format(timezone.localtime(when), "DATETIME_FORMAT")
-        if age > timedelta(days=3):
-            return format_html(
-                '<span class="sync-badge sync-error" title="More than three days ago">{} '
-                "({} days ago)</span>",
-                text,
-                age.days,
-            )
-        if age > timedelta(days=1):
-            return format_html(
-                '<span class="sync-badge sync-warning" title="More than a day ago">{} '
-                "({} days ago)</span>",
-                text,
-                age.days,
-            )
-        return text
+        if staleness == "ok":
+            return text
+        return format_html(
+            '<span class="sync-badge sync-{}" title="{}">{} ({} days ago)</span>',
+            staleness,
+            STALENESS_TITLES[staleness],
+            text,
+            (timezone.now() - when).days,
+        )
 
     @admin.display(description="Last error")
     def last_error(self, peer: SyncPeer) -> str:

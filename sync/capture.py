@@ -31,15 +31,18 @@ def changes_from(site: int) -> Iterator[None]:
         raise RuntimeError("changes_from() must run inside transaction.atomic().")
     token = _source_site.set(site)
     try:
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT set_config('msupply.source_site', %s, true)", [str(site)])
+        _set_postgresql_source(str(site))
         yield
+        # Only on success: after an error the transaction is rolled back, setting and all.
+        _set_postgresql_source("")
     finally:
-        if connection.vendor == "postgresql" and not connection.needs_rollback:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT set_config('msupply.source_site', '', true)")
         _source_site.reset(token)
+
+
+def _set_postgresql_source(value: str) -> None:
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('msupply.source_site', %s, true)", [value])
 
 
 def register_sqlite_function(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:

@@ -1,9 +1,11 @@
 """Read paths of the sync app; `site_is_master` is the public answer to "may I edit master data"."""
 
 import uuid
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
 from django.db.models import Q, QuerySet
+from django.utils import timezone
 
 from .models import MASTER_SYNC_ID, BufferedRecord, PeerState, SyncLog, SyncPeer, SyncPreferences
 
@@ -126,3 +128,21 @@ def pending_changes_for(peer: SyncPeer) -> int:
         return pending_changes_count(state)
     cursor = Cursor(state.pull_txid, state.pull_seq) if state else Cursor()
     return changes_since(cursor, Q(table_name__in=MASTER_TABLE_NAMES)).count()
+
+
+Staleness = Literal["ok", "warning", "error", "never"]
+# A peer is worth a look after a day without a successful sync and an alarm after three.
+STALE_WARNING_AFTER = timedelta(days=1)
+STALE_ERROR_AFTER = timedelta(days=3)
+
+
+def sync_staleness(last_success_at: datetime | None, *, now: datetime | None = None) -> Staleness:
+    """Grade a peer's last successful sync: ok, warning after a day, error after three, never."""
+    if last_success_at is None:
+        return "never"
+    age = (now or timezone.now()) - last_success_at
+    if age > STALE_ERROR_AFTER:
+        return "error"
+    if age > STALE_WARNING_AFTER:
+        return "warning"
+    return "ok"
