@@ -1,14 +1,20 @@
 """factory_boy factories for every model the tests build."""
 
 import datetime
+import json
+import uuid
 from decimal import Decimal
 
 import factory
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
+from django.core.serializers.json import DjangoJSONEncoder
+from django.utils import timezone
 
 from stores.models import Item, Name, StockLine, Store, Transaction, TransactionLine
+from sync.changes import ChangeSet
 from sync.models import SyncPeer
+from sync.registry import TABLES_BY_MODEL
 
 
 class StoreFactory(factory.django.DjangoModelFactory):
@@ -106,14 +112,6 @@ def changeset_of(*records: object, deleted: tuple[object, ...] = ()):
 
     Tables appear in the order their records are given, so a test can send children first.
     """
-    # Imported here because this factory was appended after the module's import block.
-    import json
-
-    from django.core.serializers.json import DjangoJSONEncoder
-
-    from sync.changes import ChangeSet
-    from sync.registry import TABLES_BY_MODEL
-
     changeset = ChangeSet()
     for record in records:
         table = TABLES_BY_MODEL[type(record)]
@@ -125,3 +123,25 @@ def changeset_of(*records: object, deleted: tuple[object, ...] = ()):
         table = TABLES_BY_MODEL[type(record)]
         changeset.deletes.setdefault(table.name, []).append(record.pk)
     return changeset
+
+
+class SyncLogFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "sync.SyncLog"
+
+    peer_sync_id = 1
+    started_at = factory.LazyFunction(timezone.now)
+    result = "failure"
+    error_code = "unreachable"
+    message = "The master at http://127.0.0.1:9/ could not be reached."
+
+
+class BufferedRecordFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "sync.BufferedRecord"
+
+    table_name = "stores_transactionline"
+    record_id = factory.LazyFunction(uuid.uuid4)
+    row = factory.LazyFunction(list)
+    source_site = 2
+    error = "waiting for transaction_id 00000000-0000-0000-0000-000000000000 to arrive"

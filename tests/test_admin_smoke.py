@@ -19,6 +19,8 @@ FACTORIES = {
     "transactionline": factories.TransactionLineFactory,
     "stockline": factories.StockLineFactory,
     "syncpeer": factories.SyncPeerFactory,
+    "synclog": factories.SyncLogFactory,
+    "bufferedrecord": factories.BufferedRecordFactory,
 }
 
 
