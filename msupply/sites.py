@@ -208,12 +208,11 @@ class Site:
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Stop the HTTP process (SIGKILL to simulate a crash)."""
         if self.process is not None:
-            _stop(self.process, sig)
+            _stop([self.process], sig)
         self.process = None
 
     def stop_celery(self, sig: int = signal.SIGTERM) -> None:
-        for process in self.celery:
-            _stop(process, sig)
+        _stop(self.celery, sig)
         self.celery = []
 
     def destroy(self) -> None:
@@ -224,19 +223,21 @@ class Site:
                 connection.execute(f'DROP DATABASE IF EXISTS "{self._pg_name}" WITH (FORCE)')
 
 
-def _stop(process: subprocess.Popen[bytes], sig: int) -> None:
-    """Signal a process group and wait for it; escalate to SIGKILL if it lingers."""
-    try:
-        os.killpg(process.pid, sig)
-        process.wait(timeout=20)
-    except ProcessLookupError:
-        pass
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=20)
-    # The group may still hold children whose leader has exited.
-    with suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
+def _stop(processes: list[subprocess.Popen[bytes]], sig: int) -> None:
+    """Signal process groups together, then wait; SIGKILL whatever lingers."""
+    for process in processes:
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+    for process in processes:
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=20)
+        # The group may still hold children whose leader has exited.
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 class Cluster:
@@ -294,7 +295,11 @@ class Cluster:
         )  # fmt: skip
 
     def destroy(self) -> None:
-        # Satellites first: a satellite run in flight against a stopped master would retry with
-        # backoff and hold its worker's warm shutdown for seconds.
+        # Satellites first, all at once: a satellite run in flight against a stopped master
+        # would retry with backoff and hold its worker's warm shutdown for seconds.
+        _stop(
+            [p for site in self.satellites for p in (site.process, *site.celery) if p],
+            signal.SIGTERM,
+        )
         for site in [*self.satellites, self.master]:
             site.destroy()

@@ -102,7 +102,7 @@ class SyncAuthentication(BaseAuthentication):
             and preferences.check_password(password)
         ):
             raise _failed(
-                "The master refused the sync user name or password: check Preferences > "
+                "The master refused the password (or the sync user name): check Preferences > "
                 "Synchronisation on both servers; they must be the same.",
                 "wrong_credentials",
             )

@@ -22,17 +22,6 @@ class SyncFailure(Exception):
         self.status = status
 
 
-# Plain-language advice for master answers, by their code; anything else shows the master's own
-# message.
-ADVICE = {
-    "wrong_credentials": "The master refused the password: check Preferences > Synchronisation "
-    "on both servers (user name and password must be the same).",
-    "unknown_sync_id": "The master does not list this satellite's Sync ID in its Sync with list: "
-    "add it there, or correct the Sync ID here.",
-    "locked_out": "The master has locked this satellite out after too many failed logins.",
-}
-
-
 class MasterClient:
     """Talks to one master over one kept-alive connection and counts the bytes each way."""
 
@@ -160,11 +149,11 @@ class MasterClient:
                 response.status,
             )
         if response.status >= 400:
-            code = str(data.get("code", "error"))
-            message = str(data.get("message", "The master refused the request."))
-            if code in ADVICE:
-                message = f"{ADVICE[code]} ({message})"
-            raise SyncFailure(code, message, response.status)
+            raise SyncFailure(
+                str(data.get("code", "error")),
+                str(data.get("message", "The master refused the request.")),
+                response.status,
+            )
         return data
 
     def handshake(self) -> dict[str, Any]:
