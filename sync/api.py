@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 from stores.models import Store
 
 from .auth import SyncAuthentication, SyncCaller, token_issue
-from .changes import ChangeSet, Cursor, WireError, changes_since, changeset_build
+from .changes import ChangeSet, Cursor, WireError, changes_page
 from .integration import OwnershipError, changeset_apply, changeset_check_ownership
 from .models import AppliedBatch, PeerState, SyncPeer
 from .protocol import (
@@ -26,7 +26,7 @@ from .protocol import (
     SyncAPIError,
     version_mismatch,
 )
-from .registry import MASTER_TABLE_NAMES
+from .registry import MASTER_DATA_SCOPE
 from .selectors import preferences_get
 
 MAX_PULL_LIMIT = 10_000
@@ -225,22 +225,19 @@ class PullView(SyncAPIView):
         query.is_valid(raise_exception=True)
         caller = self.caller(request)
         cursor: Cursor = query.validated_data["cursor"]
-        scope = Q(table_name__in=MASTER_TABLE_NAMES)
+        scope = MASTER_DATA_SCOPE
         if query.validated_data["initial"]:
             scope |= Q(store_id=peer_store(caller.peer).pk)
-        changes = list(changes_since(cursor, scope)[: query.validated_data["limit"]])
-        next_cursor = Cursor.of(changes[-1]) if changes else cursor
-        remaining = changes_since(next_cursor, scope).count()
+        page = changes_page(cursor, scope, query.validated_data["limit"])
         # The requested cursor is what the satellite has applied: it tells what it still lacks.
         seen: dict[str, Any] = {"pull_txid": cursor.txid, "pull_seq": cursor.seq}
-        if remaining == 0:
+        if page.remaining == 0:
             seen["last_success_at"] = timezone.now()
         PeerState.objects.filter(peer=caller.peer).update(**seen)
-        changeset = changeset_build(changes)
         result = {
-            "changes": changeset.to_wire(),
-            "count": len(changeset),
-            "next_cursor": str(next_cursor),
-            "remaining": remaining,
+            "changes": page.changeset.to_wire(),
+            "count": len(page.changeset),
+            "next_cursor": str(page.end),
+            "remaining": page.remaining,
         }
         return Response(self.OutputSerializer(result).data)

@@ -62,49 +62,64 @@ def _store_expression(table: SyncedTable, row: str) -> str:
     return "NULL"
 
 
+CAPTURED_EVENTS = (
+    ("INSERT", "NEW", "upsert"),
+    ("UPDATE", "NEW", "upsert"),
+    ("DELETE", "OLD", "delete"),
+)
+
+
 def trigger_statements(vendor: str) -> list[str]:
     """SQL that installs the change-capture triggers on every synced table."""
     statements = []
-    if vendor == "postgresql":
-        for table in SYNCED_TABLES:
-            function = f"sync_capture_{table.name}"
-            statements += [
-                f"""
-                CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$
-                DECLARE rec RECORD; change_action varchar;
-                BEGIN
-                  IF TG_OP = 'DELETE' THEN rec := OLD; change_action := 'delete';
-                  ELSE rec := NEW; change_action := 'upsert'; END IF;
-                  INSERT INTO {CHANGE_LOG}
-                    (txid, table_name, record_id, action, store_id, source_site)
-                  VALUES (
-                    pg_current_xact_id()::text::bigint, TG_TABLE_NAME, rec.id, change_action,
-                    {_store_expression(table, "rec")},
-                    NULLIF(current_setting('msupply.source_site', true), '')::smallint);
-                  RETURN NULL;
-                END $$""",
-                f"DROP TRIGGER IF EXISTS sync_capture ON {table.name}",
-                f"""CREATE TRIGGER sync_capture AFTER INSERT OR UPDATE OR DELETE ON {table.name}
-                    FOR EACH ROW EXECUTE FUNCTION {function}()""",
-            ]
-        return statements
     for table in SYNCED_TABLES:
-        for event, row, action in (
-            ("INSERT", "NEW", "upsert"),
-            ("UPDATE", "NEW", "upsert"),
-            ("DELETE", "OLD", "delete"),
-        ):
-            trigger = f"sync_capture_{table.name}_{event.lower()}"
-            statements += [
-                f"DROP TRIGGER IF EXISTS {trigger}",
-                f"""CREATE TRIGGER {trigger} AFTER {event} ON {table.name} BEGIN
-                    INSERT INTO {CHANGE_LOG}
-                      (txid, table_name, record_id, action, store_id, source_site)
-                    VALUES (0, '{table.name}', {row}.id, '{action}',
-                      {_store_expression(table, row)}, {SQLITE_SOURCE_FUNCTION}());
-                    END""",
-            ]
+        for event, row, action in CAPTURED_EVENTS:
+            name = f"sync_capture_{table.name}_{event.lower()}"
+            if vendor == "postgresql":
+                # Statement-level triggers log a whole bulk statement in one INSERT ... SELECT
+                # from its transition table, instead of one INSERT per row.
+                rows = f"{row.lower()}_rows"
+                statements += [
+                    f"""CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+                    BEGIN
+                      INSERT INTO {CHANGE_LOG}
+                        (txid, table_name, record_id, action, store_id, source_site)
+                      SELECT pg_current_xact_id()::text::bigint, '{table.name}', rec.id,
+                        '{action}', {_store_expression(table, "rec")},
+                        NULLIF(current_setting('msupply.source_site', true), '')::smallint
+                      FROM {rows} rec;
+                      RETURN NULL;
+                    END $$""",
+                    f"DROP TRIGGER IF EXISTS {name} ON {table.name}",
+                    f"""CREATE TRIGGER {name} AFTER {event} ON {table.name}
+                        REFERENCING {row} TABLE AS {rows}
+                        FOR EACH STATEMENT EXECUTE FUNCTION {name}()""",
+                ]
+            else:
+                statements += [
+                    f"DROP TRIGGER IF EXISTS {name}",
+                    f"""CREATE TRIGGER {name} AFTER {event} ON {table.name} BEGIN
+                        INSERT INTO {CHANGE_LOG}
+                          (txid, table_name, record_id, action, store_id, source_site)
+                        VALUES (0, '{table.name}', {row}.id, '{action}',
+                          {_store_expression(table, row)}, {SQLITE_SOURCE_FUNCTION}());
+                        END""",
+                ]
     return statements
+
+
+def _row_trigger_removal(vendor: str) -> list[str]:
+    """SQL that drops the first, row-level PostgreSQL triggers (migration 0003)."""
+    if vendor != "postgresql":
+        return []
+    return [
+        statement
+        for table in SYNCED_TABLES
+        for statement in (
+            f"DROP TRIGGER IF EXISTS sync_capture ON {table.name}",
+            f"DROP FUNCTION IF EXISTS sync_capture_{table.name}()",
+        )
+    ]
 
 
 def backfill_statements() -> list[str]:
@@ -118,8 +133,9 @@ def backfill_statements() -> list[str]:
 
 
 @transaction.atomic
-def triggers_install(vendor: str) -> None:
-    """Install the triggers and log the records that already exist (used by the migration)."""
+def triggers_install(vendor: str, *, backfill: bool = True) -> None:
+    """Install the triggers and, at first, log the records that already exist (migrations)."""
+    statements = _row_trigger_removal(vendor) + trigger_statements(vendor)
     with connection.cursor() as cursor:
-        for statement in trigger_statements(vendor) + backfill_statements():
+        for statement in statements + (backfill_statements() if backfill else []):
             cursor.execute(statement)

@@ -1,13 +1,13 @@
 """Reading the change log and turning changes into the compact changesets sent on the wire."""
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from django.core.exceptions import ValidationError
 from django.db import connection, models
-from django.db.models import Q, QuerySet
+from django.db.models import BooleanField, Q, QuerySet
 from django.db.models.expressions import RawSQL
 
 from .models import ChangeAction, ChangeLog
@@ -41,21 +41,68 @@ class Cursor(NamedTuple):
         return cls(change.txid, change.seq)
 
 
+# The lowest transaction id that may still commit changes to this database: the oldest
+# transaction this statement's snapshot sees running, leaving out those known to run in other
+# databases of the cluster (they never write here) and counting our own, if it has written.
+POSTGRESQL_HORIZON = """LEAST(
+    COALESCE(
+        (SELECT MIN(x::text::bigint) FROM pg_snapshot_xip(pg_current_snapshot()) x
+         WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+                           WHERE a.backend_xid = xid(x) AND a.datname <> current_database())),
+        pg_snapshot_xmax(pg_current_snapshot())::text::bigint),
+    COALESCE(pg_current_xact_id_if_assigned()::text::bigint,
+             pg_snapshot_xmax(pg_current_snapshot())::text::bigint))"""
+
+
 def changes_since(cursor: Cursor, scope: Q) -> QuerySet[ChangeLog]:
     """Changes after `cursor` within `scope`, in cursor order, that can no longer be overtaken.
 
-    On PostgreSQL a change is returned only once every transaction older than it has ended
-    (its txid is below the snapshot's xmin): a reader never skips a change that commits later
-    with a lower cursor, at the price of waiting for long transactions to end.
+    On PostgreSQL a change is returned only once every transaction that could still commit one
+    with a lower cursor has ended (its txid is below POSTGRESQL_HORIZON): a reader never skips
+    a change that commits later, at the price of waiting for long transactions to end.
     """
-    changes = ChangeLog.objects.filter(
-        Q(txid__gt=cursor.txid) | Q(txid=cursor.txid, seq__gt=cursor.seq), scope
-    )
+    # A row comparison, so both databases walk the (txid, seq) index from the cursor on.
+    after = RawSQL("(txid, seq) > (%s, %s)", (cursor.txid, cursor.seq), BooleanField())
+    changes = ChangeLog.objects.filter(after, scope)
     if connection.vendor == "postgresql":
-        changes = changes.filter(
-            txid__lt=RawSQL("pg_snapshot_xmin(pg_current_snapshot())::text::bigint", [])
-        )
+        changes = changes.filter(txid__lt=RawSQL(POSTGRESQL_HORIZON, []))  # noqa: S611 - constant
     return changes.order_by("txid", "seq")
+
+
+@dataclass
+class ChangePage:
+    """One page of changes as a changeset, where the next page starts, and how much is left."""
+
+    changeset: "ChangeSet"
+    start: Cursor
+    end: Cursor
+    remaining: int
+
+
+def changes_page(cursor: Cursor, scope: Q, limit: int) -> ChangePage:
+    """Read up to `limit` changes after `cursor` and build the changeset that carries them."""
+    rows = list(
+        changes_since(cursor, scope).values_list(
+            "txid", "seq", "table_name", "record_id", "action"
+        )[:limit]
+    )
+    end = Cursor(rows[-1][0], rows[-1][1]) if rows else cursor
+    # A short page is the last one; only a full page needs counting what follows.
+    remaining = changes_since(end, scope).count() if len(rows) == limit else 0
+    changeset = changeset_build(
+        (table, record_id, action) for _, _, table, record_id, action in rows
+    )
+    return ChangePage(changeset, cursor, end, remaining)
+
+
+def pk_in(model: type[models.Model], ids: Iterable[uuid.UUID]) -> Q | RawSQL:
+    """A filter on primary keys that stays one parameter on PostgreSQL however many ids."""
+    ids = list(ids)
+    if connection.vendor == "postgresql":
+        # The table name comes from the model's Meta; the ids travel as one array parameter.
+        condition = f'"{model._meta.db_table}"."id" = ANY(%s)'
+        return RawSQL(condition, (ids,), BooleanField())  # noqa: S611
+    return Q(pk__in=ids)
 
 
 class WireError(ValueError):
@@ -79,6 +126,7 @@ class ChangeSet:
 
     upserts: dict[str, list[list[Any]]] = field(default_factory=dict)
     deletes: dict[str, list[uuid.UUID]] = field(default_factory=dict)
+    _decoded: dict[str, list[Any]] = field(default_factory=dict, repr=False, compare=False)
 
     def __len__(self) -> int:
         return sum(map(len, self.upserts.values())) + sum(map(len, self.deletes.values()))
@@ -124,7 +172,12 @@ class ChangeSet:
         return changeset
 
     def records(self, table: SyncedTable) -> list[Any]:
-        """Decode the upserted rows of `table` into unsaved model instances."""
+        """Decode the upserted rows of `table` into unsaved model instances (once)."""
+        if table.name not in self._decoded:
+            self._decoded[table.name] = self._decode(table)
+        return self._decoded[table.name]
+
+    def _decode(self, table: SyncedTable) -> list[Any]:
         instances = []
         for row in self.upserts.get(table.name, []):
             values = {}
@@ -164,32 +217,25 @@ def _uuid(table: SyncedTable, value: Any) -> uuid.UUID:
         raise WireError(f"{table.name}: {value!r} is not a record id.") from error
 
 
-def changeset_build(changes: list[ChangeLog]) -> ChangeSet:
-    """The current state of every record in `changes`: one row or tombstone per record.
+def changeset_build(changes: Iterable[tuple[str, uuid.UUID, str]]) -> ChangeSet:
+    """The current state of every (table, record id, action) change: one row or tombstone each.
 
     A record changed many times travels once; one deleted since is left out, as its tombstone
     follows at a later cursor.
     """
-    last_action: dict[tuple[str, uuid.UUID], str] = {}
-    for change in changes:
-        last_action[(change.table_name, change.record_id)] = change.action
+    last_action: dict[str, dict[uuid.UUID, str]] = {}
+    for table_name, record_id, action in changes:
+        last_action.setdefault(table_name, {})[record_id] = action
     changeset = ChangeSet()
     for table in SYNCED_TABLES:
-        upserted = [
-            rid
-            for (name, rid), action in last_action.items()
-            if name == table.name and action == ChangeAction.UPSERT
-        ]
-        deleted = [
-            rid
-            for (name, rid), action in last_action.items()
-            if name == table.name and action == ChangeAction.DELETE
-        ]
+        actions = last_action.get(table.name, {})
+        upserted = [rid for rid, action in actions.items() if action == ChangeAction.UPSERT]
+        deleted = [rid for rid, action in actions.items() if action == ChangeAction.DELETE]
         if upserted:
             encoders = [_encoder(model_field) for model_field in table.fields]
             changeset.upserts[table.name] = [
                 [encode(value) for encode, value in zip(encoders, row, strict=True)]
-                for row in table.model._default_manager.filter(pk__in=upserted)
+                for row in table.model._default_manager.filter(pk_in(table.model, upserted))
                 .order_by()
                 .values_list(*table.field_names)
             ]

@@ -6,14 +6,15 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import models, transaction
+from django.db import connection, models, transaction
 
 from .capture import changes_from
-from .changes import ChangeSet
+from .changes import ChangeSet, pk_in
 from .models import BufferedRecord
 from .registry import SYNCED_TABLES, TABLES_BY_MODEL, TABLES_BY_NAME, SyncedTable
 
 UPSERT_BATCH_SIZE = 500
+UNNEST_BATCH_SIZE = 5000
 
 
 @dataclass
@@ -29,12 +30,15 @@ class OwnershipError(PermissionError):
 def _existing_ids(table: SyncedTable, ids: set[uuid.UUID]) -> set[uuid.UUID]:
     if not ids:
         return set()
-    return set(
-        table.model._default_manager.filter(pk__in=ids).order_by().values_list("pk", flat=True)
-    )
+    manager = table.model._default_manager
+    return set(manager.filter(pk_in(table.model, ids)).order_by().values_list("pk", flat=True))
 
 
 def _upsert(table: SyncedTable, records: list[models.Model]) -> None:
+    """Insert or update `records` by primary key with bulk statements."""
+    if connection.vendor == "postgresql":
+        _upsert_postgresql(table, records)
+        return
     table.model._default_manager.bulk_create(
         records,
         batch_size=UPSERT_BATCH_SIZE,
@@ -42,6 +46,30 @@ def _upsert(table: SyncedTable, records: list[models.Model]) -> None:
         unique_fields=["id"],
         update_fields=[f.name for f in table.fields if not f.primary_key],
     )
+
+
+def _upsert_postgresql(table: SyncedTable, records: list[models.Model]) -> None:
+    # One statement per batch with one array parameter per column (unnest), instead of
+    # bulk_create's placeholder per value: half the time for the same rows, measured in bench/.
+    quote = connection.ops.quote_name
+    columns = [quote(str(f.column)) for f in table.fields]
+    arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in table.fields)
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns[1:])
+    # Names come from the model registry; values are parameters.
+    sql = (
+        f"INSERT INTO {quote(table.name)} ({', '.join(columns)}) "  # noqa: S608
+        f"SELECT * FROM unnest({arrays}) ON CONFLICT ({columns[0]}) DO UPDATE SET {updates}"
+    )
+    with connection.cursor() as cursor:
+        for start in range(0, len(records), UNNEST_BATCH_SIZE):
+            batch = records[start : start + UNNEST_BATCH_SIZE]
+            cursor.execute(
+                sql,
+                [
+                    [f.get_db_prep_save(getattr(r, f.attname), connection) for r in batch]
+                    for f in table.fields
+                ],
+            )
 
 
 def _split_by_parents(
@@ -118,6 +146,8 @@ def changeset_apply(*, changeset: ChangeSet, source_site: int) -> ApplyResult:
 
 def _buffer_forget(keys: set[tuple[str, str]]) -> None:
     """Drop buffered copies of records that a newer changeset has just carried."""
+    if not BufferedRecord.objects.exists():
+        return
     by_table: dict[str, list[uuid.UUID]] = defaultdict(list)
     for name, record_id in keys:
         by_table[name].append(uuid.UUID(str(record_id)))
@@ -199,10 +229,10 @@ def _check_existing(
         for record in changeset.records(TABLES_BY_NAME["stores_transactionline"])
     } - set(transactions)
     checks = [
-        (Transaction.objects.filter(pk__in=ids("stores_transaction")), "store_id"),
-        (StockLine.objects.filter(pk__in=ids("stores_stockline")), "store_id"),
-        (TransactionLine.objects.filter(pk__in=line_ids), "transaction__store_id"),
-        (Transaction.objects.filter(pk__in=lines_parents), "store_id"),
+        (Transaction.objects.filter(pk_in(Transaction, ids("stores_transaction"))), "store_id"),
+        (StockLine.objects.filter(pk_in(StockLine, ids("stores_stockline"))), "store_id"),
+        (TransactionLine.objects.filter(pk_in(TransactionLine, line_ids)), "transaction__store_id"),
+        (Transaction.objects.filter(pk_in(Transaction, lines_parents)), "store_id"),
     ]
     for queryset, store_path in checks:
         foreign = queryset.exclude(**{store_path: store_id}).values_list("pk", store_path).first()

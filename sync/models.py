@@ -7,6 +7,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator, URLVali
 from django.db import models
 from django.db.models import Q
 
+from .registry import LOCAL_STORE_DATA_SCOPE, MASTER_DATA_SCOPE
+
 MASTER_SYNC_ID = 1
 MAX_SYNC_ID = 64
 
@@ -184,7 +186,7 @@ class ChangeLog(models.Model):
 
     Readers order by (txid, seq): on PostgreSQL a transaction that started earlier can commit
     later with a lower seq, so readers only read transactions older than every one still running
-    (see selectors.changes_since) and the pair never goes backwards. SQLite has one writer at a
+    here (see changes.changes_since) and the pair never goes backwards. SQLite has one writer at a
     time, so txid is 0 and seq alone is commit order.
     """
 
@@ -198,7 +200,18 @@ class ChangeLog(models.Model):
 
     class Meta:
         ordering = ["txid", "seq"]
-        indexes = [models.Index(fields=["txid", "seq"], name="changelog_cursor")]
+        indexes = [
+            models.Index(fields=["txid", "seq"], name="changelog_cursor"),
+            models.Index(
+                fields=["txid", "seq"], name="changelog_master_data", condition=MASTER_DATA_SCOPE
+            ),
+            models.Index(
+                fields=["txid", "seq"],
+                name="changelog_local_store_data",
+                condition=LOCAL_STORE_DATA_SCOPE,
+            ),
+            models.Index(fields=["store_id", "txid", "seq"], name="changelog_store"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.seq} {self.action} {self.table_name} {self.record_id}"

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from django.db import models
+from django.db.models import Q
 
 from stores.models import Item, Name, StockLine, Store, Transaction, TransactionLine
 
@@ -56,3 +57,8 @@ TABLES_BY_MODEL: dict[type[models.Model], SyncedTable] = {t.model: t for t in SY
 TABLES_BY_NAME = {table.name: table for table in SYNCED_TABLES}
 MASTER_TABLE_NAMES = [table.name for table in SYNCED_TABLES if table.is_master_data]
 STORE_TABLE_NAMES = [table.name for table in SYNCED_TABLES if not table.is_master_data]
+
+# Change-log scopes, each with a partial index (ChangeLog.Meta) so a page is an index range scan.
+MASTER_DATA_SCOPE = Q(table_name__in=MASTER_TABLE_NAMES)
+# What a satellite pushes: store data written here, never what it received.
+LOCAL_STORE_DATA_SCOPE = Q(table_name__in=STORE_TABLE_NAMES, source_site__isnull=True)

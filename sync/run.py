@@ -8,10 +8,9 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
-from .changes import ChangeSet, Cursor, changes_since, changeset_build
+from .changes import ChangeSet, Cursor, changes_page
 from .client import MasterClient, SyncFailure
 from .integration import changeset_apply
 from .locks import lock_acquire, lock_release, lock_renew
@@ -25,13 +24,10 @@ from .models import (
     SyncTrigger,
 )
 from .protocol import PROTOCOL_VERSION
-from .registry import STORE_TABLE_NAMES
+from .registry import LOCAL_STORE_DATA_SCOPE
 from .selectors import preferences_get
 
 Progress = Callable[[str], None]
-
-# A satellite pushes the store data written here, never what it received.
-PUSH_SCOPE = Q(table_name__in=STORE_TABLE_NAMES, source_site__isnull=True)
 
 
 RUN_LOCK = "sync_run"
@@ -208,20 +204,21 @@ def push_batch_id(sync_id: int, start: Cursor, end: Cursor, changes: dict[str, A
 def _push(client: MasterClient, state: PeerState, log: SyncLog, progress: Progress) -> None:
     while True:
         start = Cursor(state.push_txid, state.push_seq)
-        changes = list(changes_since(start, PUSH_SCOPE)[: settings.SYNC_BATCH_SIZE])
-        if not changes:
+        page = changes_page(start, LOCAL_STORE_DATA_SCOPE, settings.SYNC_BATCH_SIZE)
+        if page.end == start:
             return
-        end = Cursor.of(changes[-1])
-        changeset = changeset_build(changes)
-        if len(changeset):
-            wire = changeset.to_wire()
-            client.push(batch_id=push_batch_id(client.sync_id, start, end, wire), changes=wire)
+        if len(page.changeset):
+            changes = page.changeset.to_wire()
+            client.push(
+                batch_id=push_batch_id(client.sync_id, start, page.end, changes),
+                changes=changes,
+            )
         # Only an acknowledged batch moves the cursor; a lost answer means the same batch again.
-        state.push_txid, state.push_seq = end
+        state.push_txid, state.push_seq = page.end
         state.save(update_fields=["push_txid", "push_seq"])
-        log.records_pushed += len(changeset)
+        log.records_pushed += len(page.changeset)
         log.save(update_fields=["records_pushed"])
-        progress(f"Pushed {log.records_pushed} records.")
+        progress(f"Pushed {log.records_pushed} records, {page.remaining} changes to go.")
 
 
 def _pull(client: MasterClient, state: PeerState, log: SyncLog, progress: Progress) -> None:

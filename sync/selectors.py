@@ -4,10 +4,11 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from .models import MASTER_SYNC_ID, BufferedRecord, PeerState, SyncLog, SyncPeer, SyncPreferences
+from .registry import LOCAL_STORE_DATA_SCOPE, MASTER_DATA_SCOPE
 
 
 def preferences_get() -> SyncPreferences:
@@ -38,10 +39,9 @@ def peers_list() -> QuerySet[SyncPeer]:
 def pending_changes_count(state: PeerState | None) -> int:
     """Local store-data changes not yet acknowledged by the master."""
     from .changes import Cursor, changes_since
-    from .run import PUSH_SCOPE
 
     cursor = Cursor(state.push_txid, state.push_seq) if state else Cursor()
-    return changes_since(cursor, PUSH_SCOPE).count()
+    return changes_since(cursor, LOCAL_STORE_DATA_SCOPE).count()
 
 
 def hosted_store_id() -> uuid.UUID | None:
@@ -121,13 +121,12 @@ def pending_changes_for(peer: SyncPeer) -> int:
     the master data after the cursor the satellite last pulled from.
     """
     from .changes import Cursor, changes_since
-    from .registry import MASTER_TABLE_NAMES
 
     state = PeerState.objects.filter(peer=peer).first()
     if not site_is_master():
         return pending_changes_count(state)
     cursor = Cursor(state.pull_txid, state.pull_seq) if state else Cursor()
-    return changes_since(cursor, Q(table_name__in=MASTER_TABLE_NAMES)).count()
+    return changes_since(cursor, MASTER_DATA_SCOPE).count()
 
 
 Staleness = Literal["ok", "warning", "error", "never"]
