@@ -171,29 +171,27 @@ class ChangeSet:
             changeset.deletes.setdefault(table.name, []).extend(_uuid(table, i) for i in ids)
         return changeset
 
-    def records(self, table: SyncedTable) -> list[Any]:
-        """Decode the upserted rows of `table` into unsaved model instances (once)."""
+    def rows(self, table: SyncedTable) -> list[list[Any]]:
+        """The upserted rows of `table` with their values as Python types (decoded once)."""
         if table.name not in self._decoded:
-            self._decoded[table.name] = self._decode(table)
+            self._decoded[table.name] = [
+                self._decode_row(table, row) for row in self.upserts.get(table.name, [])
+            ]
         return self._decoded[table.name]
 
-    def _decode(self, table: SyncedTable) -> list[Any]:
-        instances = []
-        for row in self.upserts.get(table.name, []):
-            values = {}
-            for model_field, value in zip(table.fields, row, strict=True):
-                try:
-                    values[model_field.attname] = (
-                        None if value is None else model_field.to_python(value)
-                    )
-                except (ValidationError, TypeError) as error:
-                    raise WireError(
-                        f"{table.name} {row[0]}: {model_field.attname} has a bad value {value!r}."
-                    ) from error
-            if values["id"] is None:
-                raise WireError(f"{table.name}: a row has no id.")
-            instances.append(table.model(**values))
-        return instances
+    @staticmethod
+    def _decode_row(table: SyncedTable, row: list[Any]) -> list[Any]:
+        values = []
+        for model_field, value in zip(table.fields, row, strict=True):
+            try:
+                values.append(None if value is None else model_field.to_python(value))
+            except (ValidationError, TypeError) as error:
+                raise WireError(
+                    f"{table.name} {row[0]}: {model_field.attname} has a bad value {value!r}."
+                ) from error
+        if values[0] is None:
+            raise WireError(f"{table.name}: a row has no id.")
+        return values
 
 
 def _entries(data: dict[str, Any], key: str) -> list[dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 from django.db import models
 from django.db.models import Q
@@ -33,6 +34,14 @@ class SyncedTable:
     @cached_property
     def field_names(self) -> list[str]:
         return [field.attname for field in self.fields]
+
+    def instance(self, row: list[Any]) -> models.Model:
+        """An unsaved model instance holding a decoded row."""
+        return self.model(**dict(zip(self.field_names, row, strict=True)))
+
+    def position(self, attname: str) -> int:
+        """Where the column `attname` sits in a row."""
+        return self.field_names.index(attname)
 
     @cached_property
     def foreign_keys(self) -> list[tuple[str, "SyncedTable"]]:

@@ -4,6 +4,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from django.conf import settings
@@ -222,30 +223,43 @@ def _push(client: MasterClient, state: PeerState, log: SyncLog, progress: Progre
 
 
 def _pull(client: MasterClient, state: PeerState, log: SyncLog, progress: Progress) -> None:
-    while True:
-        answer = client.pull(
-            cursor=str(Cursor(state.pull_txid, state.pull_seq)),
-            limit=settings.SYNC_BATCH_SIZE,
-            initial=not state.initialised,
-        )
+    initial = not state.initialised
+
+    def fetch(cursor: Cursor) -> tuple[ChangeSet, Cursor, int]:
+        answer = client.pull(cursor=str(cursor), limit=settings.SYNC_BATCH_SIZE, initial=initial)
         try:
-            changeset = ChangeSet.from_wire(answer["changes"])
-            next_cursor = Cursor.parse(str(answer["next_cursor"]))
-            remaining = int(answer["remaining"])
+            return (
+                ChangeSet.from_wire(answer["changes"]),
+                Cursor.parse(str(answer["next_cursor"])),
+                int(answer["remaining"]),
+            )
         except (KeyError, TypeError, ValueError) as error:
             raise SyncFailure(
                 "bad_answer",
                 f"The master sent a pull answer this satellite cannot read ({error}). Install "
                 "the same msupply-sync release on both servers.",
             ) from error
-        with transaction.atomic():
-            # The batch and its cursor commit together: a dropped link resumes right here.
-            changeset_apply(changeset=changeset, source_site=MASTER_SYNC_ID)
-            state.pull_txid, state.pull_seq = next_cursor
-            state.initialised = state.initialised or remaining == 0
-            state.save(update_fields=["pull_txid", "pull_seq", "initialised"])
-        log.records_pulled += len(changeset)
-        log.save(update_fields=["records_pulled"])
-        progress(f"Pulled {log.records_pulled} records, {remaining} to go.")
-        if remaining == 0:
-            return
+
+    # While one page is applied here, the next one is already on its way: the master builds it
+    # and the link carries it instead of both waiting for this database.
+    prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-pull")
+    try:
+        page = prefetch.submit(fetch, Cursor(state.pull_txid, state.pull_seq))
+        while True:
+            changeset, next_cursor, remaining = page.result()
+            if remaining:
+                page = prefetch.submit(fetch, next_cursor)
+            with transaction.atomic():
+                # The batch and its cursor commit together: a dropped link resumes right here.
+                changeset_apply(changeset=changeset, source_site=MASTER_SYNC_ID)
+                state.pull_txid, state.pull_seq = next_cursor
+                state.initialised = state.initialised or remaining == 0
+                state.save(update_fields=["pull_txid", "pull_seq", "initialised"])
+            log.records_pulled += len(changeset)
+            log.save(update_fields=["records_pulled"])
+            progress(f"Pulled {log.records_pulled} records, {remaining} to go.")
+            if remaining == 0:
+                return
+    finally:
+        # After a failure a fetch may still be in flight; closing the client ends it.
+        prefetch.shutdown(wait=False, cancel_futures=True)

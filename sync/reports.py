@@ -1,0 +1,89 @@
+"""Read path of the sync status report: how syncing goes for each satellite, at a glance."""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.utils import timezone
+from django.utils.timesince import timesince
+
+from stores.models import Store
+from stores.reports import ReportScope
+
+from .models import MASTER_SYNC_ID, SyncPeer
+from .selectors import Staleness, site_sync_id, sync_staleness
+
+STALENESS_LABELS: dict[Staleness, str] = {
+    "ok": "OK",
+    "warning": "Over a day",
+    "error": "Over three days",
+    "never": "Never synced",
+}
+
+
+@dataclass(frozen=True)
+class SatelliteStatus:
+    """One satellite's link to the master: contact, last success and what went wrong last."""
+
+    sync_id: int
+    name: str
+    store_code: str
+    store_name: str
+    last_contact_at: datetime | None
+    last_success_at: datetime | None
+    records_received: int
+    last_error: str
+    staleness: Staleness
+
+    @property
+    def staleness_label(self) -> str:
+        return STALENESS_LABELS[self.staleness]
+
+    def since_success(self, now: datetime | None = None) -> str:
+        """How long ago the last successful sync was, in words."""
+        if self.last_success_at is None:
+            return "never"
+        return f"{timesince(self.last_success_at, now or timezone.now())} ago"
+
+
+def satellite_statuses(*, scope: ReportScope) -> list[SatelliteStatus]:
+    """On the master, every satellite in the Sync with list; on a satellite, its own link.
+
+    A satellite's only peer is the master, whose entry names the master's store; the satellite
+    reports under its own store instead, so no other store appears there.
+    """
+    now = timezone.now()
+    if scope.is_master:
+        peers = list(
+            SyncPeer.objects.exclude(sync_id=MASTER_SYNC_ID)
+            .select_related("state")
+            .order_by("sync_id")
+        )
+        names = dict(
+            Store.objects.filter(code__in=[peer.store_code for peer in peers]).values_list(
+                "code", "name"
+            )
+        )
+        links = [(peer, peer.sync_id, peer.name, peer.store_code) for peer in peers]
+    else:
+        master = SyncPeer.objects.filter(sync_id=MASTER_SYNC_ID).select_related("state").first()
+        code = scope.store.code if scope.store else ""
+        names = {code: scope.store.name} if scope.store else {}
+        links = [(master, site_sync_id(), "This satellite", code)] if master else []
+    statuses = []
+    for peer, sync_id, name, store_code in links:
+        state = getattr(peer, "state", None)
+        last_success_at = state.last_success_at if state else None
+        statuses.append(
+            SatelliteStatus(
+                sync_id=sync_id,
+                name=name,
+                store_code=store_code,
+                store_name=names.get(store_code, ""),
+                last_contact_at=state.last_contact_at if state else None,
+                last_success_at=last_success_at,
+                records_received=state.records_received if state else 0,
+                last_error=state.last_error if state else "",
+                staleness=sync_staleness(last_success_at, now=now),
+            )
+        )
+    return statuses

@@ -1,0 +1,59 @@
+"""The sync status report page, in the reports' look and with their CSV export."""
+
+from collections import Counter
+
+from django.http import HttpRequest, HttpResponse
+
+from stores.reports import report_scope
+from stores.views import Column, ReportTable, report_render, report_view
+
+from .reports import STALENESS_LABELS, satellite_statuses
+
+
+@report_view
+def sync_status_report(request: HttpRequest) -> HttpResponse:
+    """Each satellite's last contact, last successful sync and how long ago, and stale warnings."""
+    scope = report_scope()
+    statuses = satellite_statuses(scope=scope)
+    table = ReportTable(
+        [
+            Column("Sync ID", "number"),
+            Column("Satellite"),
+            Column("Store"),
+            Column("Store name"),
+            Column("Last contact", "datetime"),
+            Column("Last successful sync", "datetime"),
+            Column("How long ago"),
+            Column("Status"),
+            Column("Records received", "number"),
+            Column("Last error"),
+        ]
+    )
+    for status in statuses:
+        table.add(
+            [
+                status.sync_id,
+                status.name,
+                status.store_code,
+                status.store_name,
+                status.last_contact_at,
+                status.last_success_at,
+                status.since_success(),
+                status.staleness_label,
+                status.records_received,
+                status.last_error,
+            ],
+            css=f"sync-{status.staleness}",
+            classes={7: f"sync-badge sync-{status.staleness}", 9: "error-text"},
+        )
+    counts = Counter(status.staleness for status in statuses)
+    return report_render(
+        request,
+        template="reports/sync_status.html",
+        title="Sync status",
+        scope=scope,
+        table=table,
+        filename="sync-status.csv",
+        stale=[status for status in statuses if status.staleness != "ok"],
+        summary=[(STALENESS_LABELS[key], key, counts[key]) for key in STALENESS_LABELS],
+    )
