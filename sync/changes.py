@@ -1,5 +1,6 @@
 """Reading the change log and turning changes into the compact changesets sent on the wire."""
 
+import functools
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -96,12 +97,13 @@ def changes_page(cursor: Cursor, scope: Q, limit: int) -> ChangePage:
 
 
 def pk_in(model: type[models.Model], ids: Iterable[uuid.UUID]) -> Q | RawSQL:
-    """A filter on primary keys that stays one parameter on PostgreSQL however many ids."""
+    """A filter on primary keys that stays one short parameter on PostgreSQL however many ids."""
     ids = list(ids)
     if connection.vendor == "postgresql":
-        # The table name comes from the model's Meta; the ids travel as one array parameter.
-        condition = f'"{model._meta.db_table}"."id" = ANY(%s)'
-        return RawSQL(condition, (ids,), BooleanField())  # noqa: S611
+        # One comma-separated string: Django binds parameters client-side, and quoting an array
+        # of thousands of UUIDs element by element costs more than the query itself.
+        condition = f'"{model._meta.db_table}"."id" = ANY(string_to_array(%s, \',\')::uuid[])'
+        return RawSQL(condition, (",".join(i.hex for i in ids),), BooleanField())  # noqa: S611
     return Q(pk__in=ids)
 
 
@@ -109,15 +111,40 @@ class WireError(ValueError):
     """A changeset on the wire that does not describe synced records correctly."""
 
 
-def _encoder(model_field: models.Field) -> Callable[[Any], Any]:
+def _encoder_kind(model_field: models.Field) -> str:
     if isinstance(model_field, models.UUIDField) or (
         isinstance(model_field, models.ForeignKey)
         and isinstance(model_field.target_field, models.UUIDField)
     ):
-        return lambda value: None if value is None else value.hex
+        return "uuid"
     if isinstance(model_field, (models.DateField, models.DecimalField)):
+        return "text"
+    return "json"
+
+
+def _encoder(model_field: models.Field) -> Callable[[Any], Any]:
+    kind = _encoder_kind(model_field)
+    if kind == "uuid":
+        return lambda value: None if value is None else value.hex
+    if kind == "text":
         return lambda value: None if value is None else str(value)
     return lambda value: value
+
+
+def _uuid_from_hex(value: Any) -> uuid.UUID:
+    # The wire's UUIDs are 32 hex digits; this skips uuid.UUID's parsing of other spellings.
+    if isinstance(value, str) and len(value) == 32:
+        return uuid.UUID(bytes=bytes.fromhex(value))
+    return uuid.UUID(str(value))
+
+
+@functools.cache
+def _decoders(table: SyncedTable) -> list[Callable[[Any], Any]]:
+    """Per column, the function that turns a wire value back into a Python value."""
+    return [
+        _uuid_from_hex if _encoder_kind(model_field) == "uuid" else model_field.to_python
+        for model_field in table.fields
+    ]
 
 
 @dataclass
@@ -182,10 +209,10 @@ class ChangeSet:
     @staticmethod
     def _decode_row(table: SyncedTable, row: list[Any]) -> list[Any]:
         values = []
-        for model_field, value in zip(table.fields, row, strict=True):
+        for model_field, decode, value in zip(table.fields, _decoders(table), row, strict=True):
             try:
-                values.append(None if value is None else model_field.to_python(value))
-            except (ValidationError, TypeError) as error:
+                values.append(None if value is None else decode(value))
+            except (ValidationError, TypeError, ValueError) as error:
                 raise WireError(
                     f"{table.name} {row[0]}: {model_field.attname} has a bad value {value!r}."
                 ) from error

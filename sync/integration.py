@@ -54,7 +54,8 @@ def _upsert_postgresql(table: SyncedTable, rows: list[list[Any]]) -> None:
     # faster for the same rows (bench/sync_bench.py).
     quote = connection.ops.quote_name
     columns = [quote(str(f.column)) for f in table.fields]
-    arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in table.fields)
+    # %b sends each array in PostgreSQL's binary format: no quoting of every element.
+    arrays = ", ".join(f"%b::{f.db_type(connection)}[]" for f in table.fields)
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns[1:])
     # Names come from the model registry; values are parameters.
     sql = (
@@ -62,12 +63,12 @@ def _upsert_postgresql(table: SyncedTable, rows: list[list[Any]]) -> None:
         f"SELECT * FROM unnest({arrays}) ON CONFLICT ({columns[0]}) DO UPDATE SET {updates}"
     )
     connection.ensure_connection()
-    # Django's cursors bind parameters client-side; this one sends the arrays in binary.
+    # Django's cursors bind parameters client-side; this one binds them on the server.
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
         for start in range(0, len(rows), UNNEST_BATCH_SIZE):
             batch = rows[start : start + UNNEST_BATCH_SIZE]
             columns_values = [[row[i] for row in batch] for i in range(len(table.fields))]
-            cursor.execute(sql, columns_values, binary=True)
+            cursor.execute(sql, columns_values)
 
 
 def _split_by_parents(
