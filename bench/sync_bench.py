@@ -315,7 +315,7 @@ def bench(workdir: Path, scale: int, bulk: bool, profiler: Profiler) -> None:
     try:
         scratch = Site("scratch", workdir)
         scratch.manage("migrate", "--verbosity", "0")
-        cluster.provision(stores=2, items=items, names=names)
+        cluster.provision(stores=2, items=items, names=names, server="gunicorn")
         master, satellite = cluster.master, cluster.satellites[0]
 
         profiler.master_start(master, "W1")

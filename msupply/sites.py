@@ -161,9 +161,20 @@ class Site:
             start_new_session=True,
         )
 
-    def start(self) -> None:
-        """Serve HTTP on 127.0.0.1:port with a real server process."""
-        self.process = self._spawn("manage.py", "runserver", f"127.0.0.1:{self.port}", "--noreload")
+    def start(self, *, server: str = "runserver") -> None:
+        """Serve HTTP on 127.0.0.1:port with a real server process.
+
+        runserver also serves the admin's static files; gunicorn is the production server,
+        with workers that keep their database connections between requests.
+        """
+        address = f"127.0.0.1:{self.port}"
+        if server == "gunicorn":
+            self.process = self._spawn(
+                "-m", "gunicorn", "msupply.wsgi", "--bind", address, "--workers", "2",
+                "--access-logfile", "-",
+            )  # fmt: skip
+        else:
+            self.process = self._spawn("manage.py", "runserver", address, "--noreload")
         wait_for_port(self.port)
 
     def use_broker(self, url: str = "filesystem://") -> None:
@@ -264,7 +275,9 @@ class Cluster:
     def sites(self) -> list[Site]:
         return [self.master, *self.satellites]
 
-    def provision(self, *, stores: int = 3, items: int = 50, names: int = 20) -> None:
+    def provision(
+        self, *, stores: int = 3, items: int = 50, names: int = 20, server: str = "runserver"
+    ) -> None:
         """Migrate every site, seed master data, fill both Sync with lists, start the master."""
         for site in self.sites:
             site.manage("migrate", "--verbosity", "0")
@@ -283,7 +296,7 @@ class Cluster:
                 "sync_peer", "add", "--sync-id", "1", "--name", "master", "--store", "S001",
                 "--url", self.master.url,
             )  # fmt: skip
-        self.master.start()
+        self.master.start(server=server)
 
     @staticmethod
     def configure(site: Site, sync_id: int, *extra: str) -> None:

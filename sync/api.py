@@ -74,9 +74,9 @@ class SyncAPIView(APIView):
         if not version.isdigit() or not (PROTOCOL_MIN_VERSION <= int(version) <= PROTOCOL_VERSION):
             raise version_mismatch(version or "none")
         super().initial(request, *args, **kwargs)
-        PeerState.objects.update_or_create(
-            peer=self.caller(request).peer, defaults={"last_contact_at": timezone.now()}
-        )
+        peer = self.caller(request).peer
+        if not PeerState.objects.filter(peer=peer).update(last_contact_at=timezone.now()):
+            PeerState.objects.get_or_create(peer=peer, defaults={"last_contact_at": timezone.now()})
 
     @staticmethod
     def caller(request: Request) -> SyncCaller:

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from .changes import ChangeSet, Cursor, changes_page
+from .changes import ChangePage, ChangeSet, Cursor, changes_page
 from .client import MasterClient, SyncFailure
 from .integration import changeset_apply
 from .locks import lock_acquire, lock_release, lock_renew
@@ -203,23 +203,33 @@ def push_batch_id(sync_id: int, start: Cursor, end: Cursor, changes: dict[str, A
 
 
 def _push(client: MasterClient, state: PeerState, log: SyncLog, progress: Progress) -> None:
-    while True:
-        start = Cursor(state.push_txid, state.push_seq)
-        page = changes_page(start, LOCAL_STORE_DATA_SCOPE, settings.SYNC_BATCH_SIZE)
-        if page.end == start:
-            return
+    def send(page: ChangePage) -> None:
         if len(page.changeset):
             changes = page.changeset.to_wire()
-            client.push(
-                batch_id=push_batch_id(client.sync_id, start, page.end, changes),
-                changes=changes,
-            )
-        # Only an acknowledged batch moves the cursor; a lost answer means the same batch again.
-        state.push_txid, state.push_seq = page.end
-        state.save(update_fields=["push_txid", "push_seq"])
-        log.records_pushed += len(page.changeset)
-        log.save(update_fields=["records_pushed"])
-        progress(f"Pushed {log.records_pushed} records, {page.remaining} changes to go.")
+            batch_id = push_batch_id(client.sync_id, page.start, page.end, changes)
+            client.push(batch_id=batch_id, changes=changes)
+
+    # While the master applies one batch, the next one is read here.
+    sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-push")
+    try:
+        page = changes_page(
+            Cursor(state.push_txid, state.push_seq),
+            LOCAL_STORE_DATA_SCOPE,
+            settings.SYNC_BATCH_SIZE,
+        )
+        while page.end != page.start:
+            sent = sender.submit(send, page)
+            following = changes_page(page.end, LOCAL_STORE_DATA_SCOPE, settings.SYNC_BATCH_SIZE)
+            sent.result()
+            # Only an acknowledged batch moves the cursor; a lost answer means the same batch.
+            state.push_txid, state.push_seq = page.end
+            state.save(update_fields=["push_txid", "push_seq"])
+            log.records_pushed += len(page.changeset)
+            log.save(update_fields=["records_pushed"])
+            progress(f"Pushed {log.records_pushed} records, {page.remaining} changes to go.")
+            page = following
+    finally:
+        sender.shutdown(wait=False, cancel_futures=True)
 
 
 def _pull(client: MasterClient, state: PeerState, log: SyncLog, progress: Progress) -> None:
