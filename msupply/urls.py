@@ -4,8 +4,13 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
+from sync.views import sync_status_report
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/sync/v1/", include("sync.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    # The sync app's report sits among the stores' reports, ahead of their include.
+    path("reports/sync-status/", sync_status_report, name="sync_status_report"),
+    path("reports/", include("stores.urls")),
 ]

@@ -298,7 +298,7 @@ class SyncPeerAdmin(admin.ModelAdmin):
         when = state.last_success_at if state else None
         staleness = selectors.sync_staleness(when)
         if when is None:
-            return format_html('<span class="sync-badge sync-error">never</span>')
+            return format_html('<span class="sync-badge sync-error">{}</span>', "never")
         text = formats.date_format(timezone.localtime(when), "DATETIME_FORMAT")
         if staleness == "ok":
             return text

@@ -46,11 +46,9 @@ class SatelliteStatus:
 
 
 def satellite_statuses(*, scope: ReportScope) -> list[SatelliteStatus]:
-    """On the master, every satellite in the Sync with list; on a satellite, its own link.
-
-    A satellite's only peer is the master, whose entry names the master's store; the satellite
-    reports under its own store instead, so no other store appears there.
-    """
+    """On the master, every satellite in the Sync with list; on a satellite, its own link."""
+    # A satellite's only peer is the master, whose entry names the master's store; the satellite
+    # reports under its own store instead, so no other store appears there.
     now = timezone.now()
     if scope.is_master:
         peers = list(

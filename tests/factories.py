@@ -145,3 +145,12 @@ class BufferedRecordFactory(factory.django.DjangoModelFactory):
     row = factory.LazyFunction(list)
     source_site = 2
     error = "waiting for transaction_id 00000000-0000-0000-0000-000000000000 to arrive"
+
+
+class PeerStateFactory(factory.django.DjangoModelFactory):
+    """What this site knows of a peer: on the master, a satellite's last contact and success."""
+
+    class Meta:
+        model = "sync.PeerState"
+
+    peer = factory.SubFactory(SyncPeerFactory)

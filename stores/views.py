@@ -1,0 +1,474 @@
+"""Report pages: each parses its filters with a form, calls a selector, renders a table or CSV."""
+
+import csv
+import datetime
+import io
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from django.contrib import admin
+from django.contrib.auth.decorators import login_required, permission_required
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.utils import timezone
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
+
+from . import charts, reports
+from .forms import (
+    ExpiringStockFilterForm,
+    StockFilterForm,
+    TransactionsFilterForm,
+    transactions_defaults,
+)
+from .reports import Period, ReportScope
+
+REPORT_PERMISSION = "stores.view_reports"
+ROWS_PER_PAGE = 100
+
+View = Callable[..., HttpResponse]
+
+
+def report_view(view: View) -> View:
+    """Log in first (302 to the login page), then hold the reports permission (else 403)."""
+    return login_required(permission_required(REPORT_PERMISSION, raise_exception=True)(view))
+
+
+# --- Tables and their CSV ------------------------------------------------------------------
+
+ColumnKind = Literal["text", "number", "money", "date", "datetime"]
+
+
+@dataclass(frozen=True)
+class Column:
+    """A table column: its heading, how its values read on the page and how they go in a CSV."""
+
+    label: str
+    kind: ColumnKind = "text"
+
+    @property
+    def numeric(self) -> bool:
+        return self.kind in ("number", "money")
+
+    def text(self, value: Any) -> str:
+        if value is None:
+            return "" if self.kind == "text" else "—"
+        if isinstance(value, str):
+            # A label such as "Total" may stand in any column.
+            return value
+        if self.kind == "number":
+            return f"{value:,}"
+        if self.kind == "money":
+            return f"{value:,.2f}"
+        if self.kind == "date":
+            return value.isoformat()
+        if self.kind == "datetime":
+            return timezone.localtime(value).strftime("%Y-%m-%d %H:%M")
+        return str(value)
+
+    def csv(self, value: Any) -> Any:
+        """ISO dates, local ISO times, and text that a spreadsheet will not run as a formula."""
+        if value is None:
+            return ""
+        if isinstance(value, str):
+            # Spreadsheets run cells starting like formulas (CSV injection); quote them as text.
+            return f"'{value}" if value[:1] in FORMULA_STARTS else value
+        if self.kind == "datetime":
+            return timezone.localtime(value).isoformat()
+        if self.kind == "date":
+            return value.isoformat()
+        return value
+
+
+FORMULA_STARTS = ("=", "+", "-", "@")
+
+
+@dataclass(frozen=True)
+class Row:
+    """Raw values (what the CSV gets) and, by column index, what the page shows instead."""
+
+    values: Sequence[Any]
+    css: str = ""
+    texts: dict[int, str] | None = None
+    urls: dict[int, str] | None = None
+    classes: dict[int, str] | None = None
+
+
+@dataclass
+class ReportTable:
+    """Columns, body rows and footer (totals) rows: one HTML rendering and one CSV writer."""
+
+    # Rows render in Python rather than in a template loop: a master's table can hold thousands
+    # of cells, and this keeps a page well inside its one-second budget.
+
+    columns: list[Column]
+    rows: list[Row] = field(default_factory=list)
+    footer: list[Row] = field(default_factory=list)
+
+    def add(self, values: Sequence[Any], *, footer: bool = False, **display: Any) -> None:
+        """Append a row; `texts`, `urls` and `classes` override single cells by column index."""
+        (self.footer if footer else self.rows).append(Row(values=values, **display))
+
+    def _html(self, rows: list[Row]) -> SafeString:
+        cell_classes = ["num" if column.numeric else "" for column in self.columns]
+        html = []
+        for row in rows:
+            texts, urls, classes = row.texts or {}, row.urls or {}, row.classes or {}
+            cells = []
+            for index, (column, value) in enumerate(zip(self.columns, row.values, strict=True)):
+                text: str = escape(texts[index] if index in texts else column.text(value))
+                if index in urls:
+                    text = f'<a href="{escape(urls[index])}">{text}</a>'
+                css = " ".join(filter(None, [cell_classes[index], classes.get(index, "")]))
+                cells.append(
+                    f'<td class="{escape(css)}">{text}</td>' if css else f"<td>{text}</td>"
+                )
+            row_class = f' class="{escape(row.css)}"' if row.css else ""
+            html.append(f"<tr{row_class}>{''.join(cells)}</tr>")
+        # Every text, link and class above went through escape().
+        return mark_safe("\n".join(html))  # noqa: S308
+
+    def body_html(self) -> SafeString:
+        return self._html(self.rows)
+
+    def footer_html(self) -> SafeString:
+        return self._html(self.footer)
+
+
+def csv_response(*, filename: str, table: ReportTable) -> HttpResponse:
+    """The table as a CSV download: the heading row, the body rows, then the totals rows."""
+    # Written to a buffer first: HttpResponse.write per row costs more than the CSV itself.
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(column.label for column in table.columns)
+    writers = [column.csv for column in table.columns]
+    writer.writerows(
+        [write(value) for write, value in zip(writers, row.values, strict=True)]
+        for row in [*table.rows, *table.footer]
+    )
+    response = HttpResponse(buffer.getvalue(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+def wants_csv(request: HttpRequest) -> bool:
+    return request.GET.get("format") == "csv"
+
+
+def query_with(request: HttpRequest, **changes: str) -> str:
+    """This page's query string with `changes` applied, on its first page, as a page."""
+    query = request.GET.copy()
+    query.pop("page", None)
+    query.pop("format", None)
+    for key, value in changes.items():
+        query[key] = value
+    return f"?{query.urlencode()}"
+
+
+def filter_data(request: HttpRequest, defaults: dict[str, str]) -> dict[str, Any]:
+    """The query string over `defaults`, so a first visit shows a sensible report."""
+    return {**defaults, **request.GET.dict()}
+
+
+def report_render(
+    request: HttpRequest,
+    *,
+    template: str,
+    title: str,
+    scope: ReportScope,
+    table: ReportTable | None = None,
+    filename: str = "",
+    **context: Any,
+) -> HttpResponse:
+    """The report page in the admin's look, or, with ?format=csv, its table as CSV."""
+    if table is not None and wants_csv(request):
+        return csv_response(filename=filename, table=table)
+    return TemplateResponse(
+        request,
+        template,
+        {
+            **admin.site.each_context(request),
+            "title": title,
+            "subtitle": scope.heading,
+            "scope": scope,
+            "table": table,
+            # Report tables need the width that the admin's app sidebar would take.
+            "is_nav_sidebar_enabled": False,
+            **context,
+        },
+    )
+
+
+# --- Pages ---------------------------------------------------------------------------------
+
+
+@report_view
+def reports_index(request: HttpRequest) -> HttpResponse:
+    """The list of reports."""
+    return report_render(
+        request, template="reports/index.html", title="Reports", scope=reports.report_scope()
+    )
+
+
+@report_view
+def stock_on_hand_report(request: HttpRequest) -> HttpResponse:
+    """Stock on hand, item by store, with a chart of the chosen item's stock by store."""
+    scope = reports.report_scope()
+    form = StockFilterForm(request.GET, scope=scope)
+    table = ReportTable(
+        [
+            Column("Item code"),
+            Column("Item"),
+            Column("Unit"),
+            Column("Store"),
+            Column("Store name"),
+            Column("Batches", "number"),
+            Column("Earliest expiry", "date"),
+            Column("Quantity", "number"),
+        ]
+    )
+    stock, chart = None, None
+    if form.is_valid():
+        item = form.cleaned_data["item"]
+        stock = reports.stock_on_hand(
+            scope=scope,
+            store=form.cleaned_data["store"],
+            item=item,
+            search=form.cleaned_data["q"],
+            page=None if wants_csv(request) else form.cleaned_data["page"] or 1,
+        )
+        _stock_rows(request, table, stock)
+        if item is not None:
+            chart = charts.bar_chart(
+                title=f"{item.code} {item.name}: stock on hand by store ({item.unit})",
+                bars=[
+                    (f"{row.store_code} {row.store_name}", row.quantity)
+                    for row in stock.rows
+                    if row.item_code == item.code
+                ],
+                unit=item.unit,
+            )
+    return report_render(
+        request,
+        template="reports/stock_on_hand.html",
+        title="Stock on hand",
+        scope=scope,
+        table=table,
+        filename="stock-on-hand.csv",
+        form=form,
+        result=stock,
+        page=stock.page if stock else None,
+        chart=chart,
+    )
+
+
+def _stock_rows(request: HttpRequest, table: ReportTable, stock: reports.StockOnHand) -> None:
+    """Each item's stores, then the item's total when it is in more than one store."""
+    rows_by_item: dict[str, list[reports.StockRow]] = {}
+    for row in stock.rows:
+        rows_by_item.setdefault(row.item_code, []).append(row)
+    for code, rows in rows_by_item.items():
+        link = {0: query_with(request, item=code)}
+        for row in rows:
+            table.add(
+                [
+                    row.item_code,
+                    row.item_name,
+                    row.unit,
+                    row.store_code,
+                    row.store_name,
+                    row.batches,
+                    row.earliest_expiry,
+                    row.quantity,
+                ],
+                urls=link,
+            )
+        if len(rows) > 1:
+            first = rows[0]
+            table.add(
+                [
+                    code,
+                    first.item_name,
+                    first.unit,
+                    "All",
+                    f"{len(rows)} stores",
+                    sum(row.batches for row in rows),
+                    min(row.earliest_expiry for row in rows),
+                    sum(row.quantity for row in rows),
+                ],
+                css="subtotal",
+                urls=link,
+            )
+    table.add(
+        ["Total", "", "", "", "", stock.total_batches, None, stock.total_quantity],
+        footer=True,
+    )
+
+
+@report_view
+def expiring_stock_report(request: HttpRequest) -> HttpResponse:
+    """Batches expiring soon across stores, soonest first, with quantity and value."""
+    scope = reports.report_scope()
+    form = ExpiringStockFilterForm(filter_data(request, {"days": "90"}), scope=scope)
+    table = ReportTable(
+        [
+            Column("Expiry", "date"),
+            Column("Days left", "number"),
+            Column("Store"),
+            Column("Item code"),
+            Column("Item"),
+            Column("Unit"),
+            Column("Batch"),
+            Column("Quantity", "number"),
+            Column("Cost price", "money"),
+            Column("Value", "money"),
+        ]
+    )
+    expiring = None
+    if form.is_valid():
+        expiring = reports.expiring_stock(
+            scope=scope,
+            within_days=form.cleaned_data["days"],
+            today=timezone.localdate(),
+            store=form.cleaned_data["store"],
+            item=form.cleaned_data["item"],
+            search=form.cleaned_data["q"],
+            page=None if wants_csv(request) else form.cleaned_data["page"] or 1,
+            per_page=ROWS_PER_PAGE,
+        )
+        for batch in expiring.batches:
+            table.add(
+                [
+                    batch.expiry,
+                    batch.days_left,
+                    batch.store_code,
+                    batch.item_code,
+                    batch.item_name,
+                    batch.unit,
+                    batch.batch,
+                    batch.quantity,
+                    batch.cost_price,
+                    batch.value,
+                ],
+                css="expired" if batch.days_left < 0 else "",
+                texts={1: "expired"} if batch.days_left < 0 else {},
+            )
+        table.add(
+            [
+                "Total",
+                None,
+                f"{expiring.total_batches} batches",
+                "",
+                "",
+                "",
+                "",
+                expiring.total_quantity,
+                None,
+                expiring.total_value,
+            ],
+            footer=True,
+        )
+    return report_render(
+        request,
+        template="reports/expiring_stock.html",
+        title="Expiring stock",
+        scope=scope,
+        table=table,
+        filename="expiring-stock.csv",
+        form=form,
+        result=expiring,
+        page=expiring.page if expiring else None,
+    )
+
+
+PERIOD_TEXT: dict[Period, Callable[[datetime.date], str]] = {
+    Period.DAY: lambda start: start.isoformat(),
+    Period.WEEK: lambda start: f"Week of {start.isoformat()}",
+    Period.MONTH: lambda start: start.strftime("%Y-%m"),
+}
+
+
+@report_view
+def transactions_report(request: HttpRequest) -> HttpResponse:
+    """Counts and values of finalised transactions by period, store and kind, over time."""
+    scope = reports.report_scope()
+    form = TransactionsFilterForm(filter_data(request, transactions_defaults()), scope=scope)
+    table = ReportTable(
+        [
+            Column("Period", "date"),
+            Column("Store"),
+            Column("Store name"),
+            Column("Kind"),
+            Column("Transactions", "number"),
+            Column("Lines", "number"),
+            Column("Value", "money"),
+        ]
+    )
+    totals, chart, page = None, None, None
+    if form.is_valid():
+        period = Period(form.cleaned_data["period"])
+        totals = reports.transaction_totals(
+            scope=scope,
+            date_from=form.cleaned_data["date_from"],
+            date_to=form.cleaned_data["date_to"],
+            period=period,
+            store=form.cleaned_data["store"],
+            kind=form.cleaned_data["kind"],
+        )
+        rows: Iterable[reports.TransactionTotal] = totals.rows
+        if not wants_csv(request):
+            page = Paginator(totals.rows, ROWS_PER_PAGE).get_page(form.cleaned_data["page"] or 1)
+            rows = page.object_list
+        for row in rows:
+            table.add(
+                [
+                    row.period,
+                    row.store_code,
+                    row.store_name,
+                    row.kind_label,
+                    row.transactions,
+                    row.lines,
+                    row.value,
+                ],
+                texts={0: PERIOD_TEXT[period](row.period)},
+            )
+        for kind in totals.by_kind:
+            table.add(
+                ["Total", "", "", kind.label, kind.transactions, kind.lines, kind.value],
+                footer=True,
+            )
+        table.add(
+            [
+                "Total",
+                "",
+                "",
+                "All kinds",
+                totals.total_transactions,
+                totals.total_lines,
+                totals.total_value,
+            ],
+            footer=True,
+            css="grand-total",
+        )
+        chart = charts.line_chart(
+            title=f"Value of finalised transactions by {period} and kind",
+            x_labels=[
+                start.strftime("%Y-%m" if period == Period.MONTH else "%Y-%m-%d")
+                for start in totals.periods
+            ],
+            series=totals.value_by_period(),
+        )
+    return report_render(
+        request,
+        template="reports/transactions.html",
+        title="Transactions",
+        scope=scope,
+        table=table,
+        filename="transactions.csv",
+        form=form,
+        result=totals,
+        page=page,
+        chart=chart,
+    )

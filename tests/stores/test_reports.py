@@ -1,0 +1,687 @@
+"""The reports: figures equal the underlying data, filters, CSV, permissions and satellite scope."""
+
+import csv
+import datetime
+import io
+from collections import defaultdict
+from decimal import Decimal
+from html.parser import HTMLParser
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from stores import services
+from stores.models import Item, Name, Store, Transaction, TransactionLine
+from sync.models import SyncPeer
+from sync.services import peer_save, preferences_update
+from tests.factories import (
+    PeerStateFactory,
+    StockLineFactory,
+    StoreFactory,
+    SyncPeerFactory,
+    TransactionFactory,
+    TransactionLineFactory,
+    UserFactory,
+)
+
+pytestmark = pytest.mark.django_db
+
+# A Monday, so that week periods start on the dates the test names.
+MONDAY = datetime.date(2026, 10, 5)
+REPORT_URLS = {
+    "index": "/reports/",
+    "stock_on_hand": "/reports/stock-on-hand/",
+    "expiring_stock": "/reports/expiring-stock/",
+    "transactions": "/reports/transactions/",
+    "sync_status": "/reports/sync-status/",
+}
+RANGE = f"?date_from={MONDAY}&date_to={MONDAY + datetime.timedelta(days=20)}"
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+class TableParser(HTMLParser):
+    """Collects the text of each cell of the page's report table, body and footer apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body: list[list[str]] = []
+        self.footer: list[list[str]] = []
+        self.header: list[str] = []
+        self._section = ""
+        self._in_table = False
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table" and ("id", "report-table") in attrs:
+            self._in_table = True
+        elif self._in_table and tag in ("thead", "tbody", "tfoot"):
+            self._section = tag
+        elif self._in_table and tag == "tr" and self._section != "thead":
+            target = self.footer if self._section == "tfoot" else self.body
+            if ("class", "empty") not in attrs:
+                target.append([])
+        elif self._in_table and tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table":
+            self._in_table = False
+        elif self._in_table and tag in ("td", "th") and self._cell is not None:
+            text = "".join(self._cell).strip()
+            if self._section == "thead":
+                self.header.append(text)
+            elif self._section == "tfoot":
+                self.footer[-1].append(text)
+            elif self.body:
+                self.body[-1].append(text)
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def page_table(content: bytes) -> TableParser:
+    parser = TableParser()
+    parser.feed(content.decode())
+    return parser
+
+
+def csv_rows(content: bytes) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(content.decode())))
+
+
+def as_csv_text(shown: str) -> str:
+    """What the CSV holds for a cell the page shows as `shown`."""
+    shown = shown.removeprefix("Week of ")
+    if shown == "—":
+        return ""
+    if shown.replace(",", "").replace(".", "").lstrip("-").isdigit():
+        return shown.replace(",", "")
+    return shown
+
+
+def local_minutes(cell: str) -> str:
+    """A CSV date-time cell as the page shows it, to the minute; other cells unchanged."""
+    if cell[10:11] != "T":
+        return cell
+    return datetime.datetime.fromisoformat(cell).strftime("%Y-%m-%d %H:%M")
+
+
+def dated(**values: Any) -> datetime.date:
+    return MONDAY + datetime.timedelta(**values)
+
+
+def in_days(days: int) -> datetime.date:
+    return timezone.localdate() + datetime.timedelta(days=days)
+
+
+def line(item: Item, batch: str, expiry: datetime.date, quantity: int, **prices: str) -> Any:
+    return services.LineInput(
+        item=item,
+        batch=batch,
+        expiry=expiry,
+        quantity=quantity,
+        **{key: Decimal(value) for key, value in prices.items()},
+    )
+
+
+def finalised(store: Store, kind: str, date: datetime.date, *lines: Any, name: Name) -> None:
+    record = services.transaction_create(
+        store=store, kind=kind, date=date, lines=list(lines), name=name
+    )
+    services.transaction_finalise(record=record)
+
+
+# --- fixtures ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def reporter(client: Client) -> Client:
+    """A client logged in as a staff user holding the reports permission only."""
+    client.force_login(UserFactory(permissions=["stores.view_reports"]))
+    return client
+
+
+@pytest.fixture
+def chain() -> dict[str, Any]:
+    """Two stores' finalised transactions, made through the services, and one draft.
+
+    Stock afterwards: S001 AMX A1 110 (expires in 30 days, last received at 0.30), A2 65,
+    PAR P1 380, ORS O1 15 (expired, adjusted in, so unpriced); S002 AMX I1 50 (10 days, 0.27).
+    """
+    north = services.store_create(code="S001", name="Northern Warehouse")
+    island = services.store_create(code="S002", name="Island Clinic")
+    amox = services.item_create(code="AMX", name="Amoxicillin 250 mg", unit="capsule")
+    para = services.item_create(code="PAR", name="Paracetamol <b>500</b> mg", unit="tablet")
+    ors = services.item_create(code="ORS", name="Oral rehydration salts", unit="sachet")
+    supplier = services.name_create(code="SUP", name="Pharma Wholesale", kind="supplier")
+    customer = services.name_create(code="CUS", name="Coastal Clinic", kind="customer")
+    receive, issue = Transaction.Kind.SUPPLIER_INVOICE, Transaction.Kind.CUSTOMER_INVOICE
+    adjust = Transaction.Kind.INVENTORY_ADJUSTMENT
+    finalised(
+        north,
+        receive,
+        dated(days=0),
+        line(amox, "A1", in_days(30), 100, cost_price="0.25"),
+        line(para, "P1", in_days(400), 500, cost_price="0.10"),
+        name=supplier,
+    )
+    finalised(
+        island,
+        receive,
+        dated(days=1),
+        line(amox, "I1", in_days(10), 80, cost_price="0.27"),
+        name=supplier,
+    )
+    finalised(
+        north,
+        receive,
+        dated(days=8),
+        line(amox, "A1", in_days(30), 50, cost_price="0.30"),
+        line(amox, "A2", in_days(200), 70, cost_price="0.20"),
+        name=supplier,
+    )
+    finalised(
+        north,
+        issue,
+        dated(days=9),
+        line(amox, "A1", in_days(30), 40, sell_price="0.50"),
+        line(para, "P1", in_days(400), 120, sell_price="0.20"),
+        name=customer,
+    )
+    finalised(
+        north,
+        adjust,
+        dated(days=10),
+        line(ors, "O1", in_days(-3), 15),
+        line(amox, "A2", in_days(200), -5, cost_price="0.20"),
+        name=supplier,
+    )
+    finalised(
+        island,
+        issue,
+        dated(days=15),
+        line(amox, "I1", in_days(10), 30, sell_price="0.45"),
+        name=customer,
+    )
+    services.transaction_create(
+        store=north,
+        kind=receive,
+        date=dated(days=11),
+        lines=[line(amox, "A1", in_days(30), 999, cost_price="9.00")],
+        name=supplier,
+    )
+    return {"north": north, "island": island, "amox": amox, "para": para, "ors": ors}
+
+
+def movements_on_hand() -> dict[tuple[str, str], int]:
+    """Stock by (item code, store code) summed from finalised transaction lines by direction."""
+    totals: dict[tuple[str, str], int] = defaultdict(int)
+    lines = TransactionLine.objects.filter(
+        transaction__status=Transaction.Status.FINALISED
+    ).select_related("item", "transaction__store")
+    for record in lines:
+        direction = -1 if record.transaction.kind == Transaction.Kind.CUSTOMER_INVOICE else 1
+        totals[(record.item.code, record.transaction.store.code)] += direction * record.quantity
+    return {key: quantity for key, quantity in totals.items() if quantity}
+
+
+def transaction_figures(
+    date_from: datetime.date, date_to: datetime.date
+) -> dict[tuple[str, str, str], tuple[int, int, Decimal]]:
+    """(week start, store code, kind) -> (transactions, lines, value), computed record by record."""
+    figures: dict[tuple[str, str, str], list[Any]] = defaultdict(lambda: [0, 0, Decimal("0")])
+    records = Transaction.objects.filter(
+        status=Transaction.Status.FINALISED, date__range=(date_from, date_to)
+    ).prefetch_related("lines")
+    for record in records:
+        week = record.date - datetime.timedelta(days=record.date.weekday())
+        figure = figures[(week.isoformat(), record.store.code, record.kind)]
+        figure[0] += 1
+        for item_line in record.lines.all():
+            figure[1] += 1
+            price = (
+                item_line.sell_price
+                if record.kind == Transaction.Kind.CUSTOMER_INVOICE
+                else item_line.cost_price
+            )
+            figure[2] += item_line.quantity * price
+    return {key: (count, lines, value) for key, (count, lines, value) in figures.items()}
+
+
+# --- access --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", REPORT_URLS.values())
+def test_anonymous_user_is_sent_to_the_login_page(client: Client, url: str) -> None:
+    response = client.get(url)
+    assert response.status_code == 302
+    assert response["Location"] == f"{reverse('admin:login')}?next={url}"
+
+
+@pytest.mark.parametrize("url", REPORT_URLS.values())
+def test_user_without_the_reports_permission_is_refused(client: Client, url: str) -> None:
+    client.force_login(UserFactory(permissions=["stores.view_store", "stores.view_stockline"]))
+    assert client.get(url).status_code == 403
+    assert client.get(f"{url}?format=csv").status_code == 403
+
+
+def test_reports_index_and_admin_index_link_every_report(reporter: Client) -> None:
+    links = [url for name, url in REPORT_URLS.items() if name != "index"]
+    index = reporter.get(REPORT_URLS["index"]).content.decode()
+    admin_index = reporter.get(reverse("admin:index")).content.decode()
+    for url in links:
+        assert f'href="{url}"' in index
+        assert f'href="{url}"' in admin_index
+    assert 'id="reports-module"' in admin_index
+
+
+def test_admin_index_has_no_reports_module_without_the_permission(client: Client) -> None:
+    client.force_login(UserFactory(permissions=["stores.view_store"]))
+    page = client.get(reverse("admin:index")).content.decode()
+    assert 'id="reports-module"' not in page
+    assert REPORT_URLS["stock_on_hand"] not in page
+
+
+# --- stock on hand -------------------------------------------------------------------------
+
+
+def test_stock_on_hand_equals_the_sum_of_finalised_movements(
+    reporter: Client, chain: dict[str, Any]
+) -> None:
+    rows = csv_rows(reporter.get("/reports/stock-on-hand/?format=csv").content)
+
+    header, body = rows[0], rows[1:]
+    assert header == [
+        "Item code",
+        "Item",
+        "Unit",
+        "Store",
+        "Store name",
+        "Batches",
+        "Earliest expiry",
+        "Quantity",
+    ]
+    stock = {(row[0], row[3]): int(row[7]) for row in body if row[3] not in ("All", "")}
+    expected = movements_on_hand()
+    assert stock == expected
+    assert stock == {
+        ("AMX", "S001"): 175,
+        ("AMX", "S002"): 50,
+        ("ORS", "S001"): 15,
+        ("PAR", "S001"): 380,
+    }
+    # The draft's 999 moved nothing; AMX is in two stores, so it has a total row.
+    amox_total = ["AMX", "Amoxicillin 250 mg", "capsule", "All", "2 stores", "3"]
+    assert [*amox_total, str(in_days(10)), "225"] in body
+    assert body[-1] == ["Total", "", "", "", "", "5", "", str(sum(expected.values()))]
+
+
+def test_stock_on_hand_filters_by_store_item_and_search(
+    reporter: Client, chain: dict[str, Any]
+) -> None:
+    def stock(query: str) -> set[tuple[str, str]]:
+        body = csv_rows(reporter.get(f"/reports/stock-on-hand/?format=csv&{query}").content)
+        return {(row[0], row[3]) for row in body[1:-1] if row[3] != "All"}
+
+    assert stock("store=S002") == {("AMX", "S002")}
+    assert stock("item=PAR") == {("PAR", "S001")}
+    assert stock("q=rehydration") == {("ORS", "S001")}
+    assert stock("q=amx&store=S001") == {("AMX", "S001")}
+    assert stock("q=nothing-like-this") == set()
+
+
+def test_stock_on_hand_charts_the_chosen_item_by_store(
+    reporter: Client, chain: dict[str, Any]
+) -> None:
+    page = reporter.get("/reports/stock-on-hand/?item=AMX").content.decode()
+
+    chart = page[page.index('<figure class="report-chart">') : page.index("</figure>")]
+    assert "S001 Northern Warehouse" in chart
+    assert "S002 Island Clinic" in chart
+    assert chart.count('class="chart-bar"') == 2
+    assert ">175</text>" in chart
+    assert ">50</text>" in chart
+    # Nothing is fetched from elsewhere: clinics are often offline.
+    assert 'src="http' not in page
+    assert 'href="http' not in page
+    escaped = reporter.get("/reports/stock-on-hand/?item=PAR").content.decode()
+    assert "Paracetamol &lt;b&gt;500&lt;/b&gt; mg" in escaped
+    assert "<b>500</b>" not in escaped
+
+
+def test_stock_on_hand_pages_hold_whole_items(reporter: Client, chain: dict[str, Any]) -> None:
+    from stores.reports import report_scope, stock_on_hand
+
+    first = stock_on_hand(scope=report_scope(), page=1, items_per_page=1)
+    second = stock_on_hand(scope=report_scope(), page=2, items_per_page=1)
+
+    assert {row.item_code for row in first.rows} == {"AMX"}
+    assert [row.store_code for row in first.rows] == ["S001", "S002"]
+    assert {row.item_code for row in second.rows} == {"ORS"}
+    assert first.page is not None
+    assert first.page.paginator.num_pages == 3
+    assert first.total_quantity == second.total_quantity == 620
+
+
+# --- expiring stock ------------------------------------------------------------------------
+
+
+def test_expiring_stock_lists_batches_soonest_first_valued_at_latest_receipt_cost(
+    reporter: Client, chain: dict[str, Any]
+) -> None:
+    rows = csv_rows(reporter.get("/reports/expiring-stock/?format=csv").content)
+
+    assert rows[0] == [
+        "Expiry",
+        "Days left",
+        "Store",
+        "Item code",
+        "Item",
+        "Unit",
+        "Batch",
+        "Quantity",
+        "Cost price",
+        "Value",
+    ]
+    assert [row[6] for row in rows[1:-1]] == ["O1", "I1", "A1"]
+    expired, island, north = rows[1:-1]
+    assert expired[:2] == [str(in_days(-3)), "-3"]
+    assert expired[7:] == ["15", "", ""]
+    assert island[1:3] == ["10", "S002"]
+    assert island[7:] == ["50", "0.27", "13.50"]
+    # Received at 0.25, then again at 0.30: the latest receipt prices the batch.
+    assert north[7:] == ["110", "0.30", "33.00"]
+    assert rows[-1] == ["Total", "", "3 batches", "", "", "", "", "175", "", "46.50"]
+
+
+def test_expiring_stock_looks_ahead_the_days_asked(reporter: Client, chain: dict[str, Any]) -> None:
+    def batches(days: int) -> list[str]:
+        download = reporter.get(f"/reports/expiring-stock/?format=csv&days={days}")
+        return [row[6] for row in csv_rows(download.content)[1:-1]]
+
+    assert batches(0) == ["O1"]
+    assert batches(20) == ["O1", "I1"]
+    assert batches(365) == ["O1", "I1", "A1", "A2"]
+    assert batches(1000) == ["O1", "I1", "A1", "A2", "P1"]
+    page = reporter.get("/reports/expiring-stock/").content.decode()
+    assert 'name="days" value="90"' in page
+    assert "latest finalised supplier invoice" in page
+    assert "1 batch</strong> has no finalised supplier invoice" in page
+
+
+# --- transactions --------------------------------------------------------------------------
+
+
+def test_transactions_count_and_value_finalised_ones_by_week_store_and_kind(
+    reporter: Client, chain: dict[str, Any]
+) -> None:
+    rows = csv_rows(reporter.get(f"/reports/transactions/{RANGE}&format=csv").content)
+
+    body = [row for row in rows[1:] if row[0] != "Total"]
+    shown = {
+        (row[0], row[1], kind): (int(row[4]), int(row[5]), Decimal(row[6]))
+        for row in body
+        for kind in [next(k for k in Transaction.Kind if k.label == row[3])]
+    }
+    expected = transaction_figures(MONDAY, dated(days=20))
+    assert shown == expected
+    assert shown[(str(MONDAY), "S001", "supplier_invoice")] == (1, 2, Decimal("75.00"))
+    assert shown[(str(dated(days=7)), "S001", "customer_invoice")] == (1, 2, Decimal("44.00"))
+    assert shown[(str(dated(days=7)), "S001", "inventory_adjustment")] == (1, 2, Decimal("-1.00"))
+    grand_total = rows[-1]
+    assert grand_total[:4] == ["Total", "", "", "All kinds"]
+    assert grand_total[4:] == ["6", "10", "182.10"]
+    by_kind = {row[3]: row[4:] for row in rows if row[0] == "Total" and row[3] != "All kinds"}
+    assert by_kind[str(Transaction.Kind.CUSTOMER_INVOICE.label)] == ["2", "3", "57.50"]
+
+
+def test_transactions_filter_by_date_range_store_kind_and_period(
+    reporter: Client, chain: dict[str, Any]
+) -> None:
+    def body(query: str) -> list[list[str]]:
+        rows = csv_rows(reporter.get(f"/reports/transactions/?format=csv&{query}").content)
+        return [row for row in rows[1:] if row[0] != "Total"]
+
+    first_week = body(f"date_from={MONDAY}&date_to={dated(days=6)}")
+    assert {row[1] for row in first_week} == {"S001", "S002"}
+    assert sum(int(row[4]) for row in first_week) == 2
+    assert {row[1] for row in body(RANGE[1:] + "&store=S002")} == {"S002"}
+    issues = body(RANGE[1:] + "&kind=customer_invoice")
+    assert {row[3] for row in issues} == {str(Transaction.Kind.CUSTOMER_INVOICE.label)}
+    by_day = body(RANGE[1:] + "&period=day")
+    assert sorted({row[0] for row in by_day}) == [str(dated(days=n)) for n in (0, 1, 8, 9, 10, 15)]
+    by_month = body(RANGE[1:] + "&period=month")
+    assert {row[0] for row in by_month} == {"2026-10-01"}
+    assert sum(int(row[4]) for row in by_month) == 6
+
+
+def test_transactions_refuse_a_range_too_long_for_its_period(reporter: Client) -> None:
+    response = reporter.get(
+        "/reports/transactions/?date_from=2025-01-01&date_to=2026-01-01&period=day"
+    )
+    assert response.status_code == 200
+    assert "That range has more than 120 days" in response.content.decode()
+    assert page_table(response.content).body == []
+    backwards = reporter.get("/reports/transactions/?date_from=2026-02-01&date_to=2026-01-01")
+    assert "The From date is after the To date." in backwards.content.decode()
+
+
+def test_transactions_chart_plots_each_kind_over_every_period(
+    reporter: Client, chain: dict[str, Any]
+) -> None:
+    page = reporter.get(f"/reports/transactions/{RANGE}").content.decode()
+
+    chart = page[page.index('<figure class="report-chart">') : page.index("</figure>")]
+    assert chart.count("<polyline") == 3
+    # Three weeks, each a point on each line.
+    assert chart.count("<circle") == 9
+    assert f"{Transaction.Kind.SUPPLIER_INVOICE.label}, {dated(days=7)}: 29</title>" in chart
+    assert f"{Transaction.Kind.CUSTOMER_INVOICE.label}, {dated(days=14)}: 13.50</title>" in chart
+
+
+# --- CSV equals the table ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/reports/stock-on-hand/",
+        "/reports/stock-on-hand/?store=S001",
+        "/reports/expiring-stock/?days=1000",
+        f"/reports/transactions/{RANGE}",
+        "/reports/sync-status/",
+    ],
+)
+def test_csv_download_holds_the_table_with_the_same_filters(
+    reporter: Client, chain: dict[str, Any], url: str
+) -> None:
+    PeerStateFactory(
+        peer=SyncPeerFactory(sync_id=5, store_code="S002"),
+        last_success_at=timezone.now(),
+        records_received=12,
+    )
+    page = reporter.get(url)
+    table = page_table(page.content)
+    query = url.partition("?")[2]
+    link = f"?{query}&format=csv" if query else "?format=csv"
+    assert f'href="{link.replace("&", "&amp;")}"' in page.content.decode()
+
+    download = reporter.get(f"{url}{'&' if query else '?'}format=csv")
+
+    assert download["Content-Type"] == "text/csv; charset=utf-8"
+    assert download["Content-Disposition"].startswith("attachment; filename=")
+    rows = csv_rows(download.content)
+    assert rows[0] == table.header
+    assert table.body
+    shown = [[as_csv_text(cell) for cell in row] for row in [*table.body, *table.footer]]
+    written = [[local_minutes(cell) for cell in row] for row in rows[1:]]
+    for shown_row, written_row in zip(shown, written, strict=True):
+        if shown_row[1] == "expired":
+            # Days left reads "expired" on the page; the CSV keeps the negative number.
+            assert int(written_row[1]) < 0
+            shown_row[1] = written_row[1]
+    assert written == shown
+
+
+# --- sync status ---------------------------------------------------------------------------
+
+
+def test_sync_status_shows_each_satellite_with_its_store_and_stale_warnings(
+    reporter: Client,
+) -> None:
+    now = timezone.now()
+    for sync_id, store, days, error in [
+        (2, "Island Clinic", 0.1, ""),
+        (3, "Mountain Clinic", 2, "Could not reach the master."),
+        (4, "Valley Post", 5, ""),
+        (5, "Coastal Clinic", None, ""),
+    ]:
+        code = f"S{sync_id:03d}"
+        StoreFactory(code=code, name=store)
+        PeerStateFactory(
+            peer=SyncPeerFactory(sync_id=sync_id, name=f"satellite{sync_id}", store_code=code),
+            last_contact_at=now - datetime.timedelta(hours=1),
+            last_success_at=None if days is None else now - datetime.timedelta(days=days),
+            last_error=error,
+            records_received=100 * sync_id,
+        )
+
+    page = reporter.get("/reports/sync-status/")
+    rows = csv_rows(reporter.get("/reports/sync-status/?format=csv").content)
+
+    assert rows[0] == [
+        "Sync ID",
+        "Satellite",
+        "Store",
+        "Store name",
+        "Last contact",
+        "Last successful sync",
+        "How long ago",
+        "Status",
+        "Records received",
+        "Last error",
+    ]
+    by_id = {row[0]: row for row in rows[1:]}
+    assert by_id["2"][1:4] == ["satellite2", "S002", "Island Clinic"]
+    assert [by_id[key][7] for key in "2345"] == [
+        "OK",
+        "Over a day",
+        "Over three days",
+        "Never synced",
+    ]
+    assert by_id["3"][6] == "2\xa0days ago"
+    assert by_id["3"][9] == "Could not reach the master."
+    assert by_id["5"][5:7] == ["", "never"]
+    assert [by_id[key][8] for key in "2345"] == ["200", "300", "400", "500"]
+    html = page.content.decode()
+    warnings = html[html.index('id="stale-warnings"') :]
+    assert "satellite3 (store S003) last synced successfully 2\xa0days ago" in warnings
+    assert "satellite5 (store S005) has never synced successfully" in warnings
+    assert "satellite2 (store S002)" not in warnings
+    assert 'class="sync-badge sync-error"' in html
+
+
+def test_sync_staleness_follows_the_admin_rule() -> None:
+    from sync.selectors import sync_staleness
+
+    now = timezone.now()
+    assert sync_staleness(None) == "never"
+    assert sync_staleness(now - datetime.timedelta(hours=23), now=now) == "ok"
+    assert sync_staleness(now - datetime.timedelta(days=1, minutes=1), now=now) == "warning"
+    assert sync_staleness(now - datetime.timedelta(days=3, minutes=1), now=now) == "error"
+
+
+# --- a satellite's reports -----------------------------------------------------------------
+
+
+@pytest.fixture
+def satellite_of_island(db: None) -> dict[str, Any]:
+    """Satellite 2 hosting S002, holding (as it never should) a row of S001's data too."""
+    north = StoreFactory(code="S001", name="Northern Warehouse")
+    island = StoreFactory(code="S002", name="Island Clinic")
+    for store, batch in [(north, "NORTH-BATCH"), (island, "ISLAND-BATCH")]:
+        record = TransactionFactory(
+            store=store, status=Transaction.Status.FINALISED, date=dated(days=2)
+        )
+        TransactionLineFactory(transaction=record, batch=batch, expiry=in_days(20), quantity=7)
+        StockLineFactory(store=store, batch=batch, expiry=in_days(20), quantity=7)
+    preferences_update(sync_id=2)
+    master = peer_save(
+        peer=SyncPeer(sync_id=1, name="master", store_code="S001", url="http://127.0.0.1:8000/")
+    )
+    PeerStateFactory(peer=master, hosted_store_id=island.pk, last_success_at=timezone.now())
+    return {"north": north, "island": island}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/reports/",
+        "/reports/stock-on-hand/",
+        "/reports/expiring-stock/",
+        f"/reports/transactions/{RANGE}",
+        "/reports/sync-status/",
+    ],
+)
+def test_satellite_reports_show_only_its_own_store(
+    reporter: Client, satellite_of_island: dict[str, Any], url: str
+) -> None:
+    page = reporter.get(url).content.decode()
+    query = url.partition("?")[2]
+    csv_url = f"{url}{'&' if query else '?'}format=csv"
+    downloads = [] if url == "/reports/" else [reporter.get(csv_url).content.decode()]
+
+    assert "Store S002 — this satellite&#x27;s own store only" in page
+    for content in [page, *downloads]:
+        assert "S001" not in content
+        assert "Northern Warehouse" not in content
+        assert "NORTH-BATCH" not in content
+    for download in downloads:
+        assert "S002" in download
+    if "expiring" in url:
+        assert "ISLAND-BATCH" in downloads[0]
+
+
+def test_satellite_refuses_another_stores_filter(
+    reporter: Client, satellite_of_island: dict[str, Any]
+) -> None:
+    page = reporter.get("/reports/stock-on-hand/?store=S001")
+
+    assert "Select a valid choice" in page.content.decode()
+    assert "NORTH-BATCH" not in page.content.decode()
+    assert page_table(page.content).body == []
+
+
+def test_satellite_before_its_first_sync_shows_no_data(reporter: Client, satellite: int) -> None:
+    StockLineFactory(batch="SOMEONE-ELSES")
+
+    page = reporter.get("/reports/stock-on-hand/").content.decode()
+
+    assert "this satellite has not synced with the master" in page
+    assert "SOMEONE-ELSES" not in page
+
+
+def test_sync_with_admin_shows_the_same_staleness_badges(client: Client) -> None:
+    client.force_login(UserFactory(permissions=["sync.view_syncpeer"]))
+    now = timezone.now()
+    for sync_id, days in [(2, 2), (3, 4)]:
+        PeerStateFactory(
+            peer=SyncPeerFactory(sync_id=sync_id, store_code=StoreFactory().code),
+            last_success_at=now - datetime.timedelta(days=days),
+        )
+    SyncPeerFactory(sync_id=4, store_code=StoreFactory().code)
+
+    page = client.get(reverse("admin:sync_syncpeer_changelist")).content.decode()
+
+    assert 'class="sync-badge sync-warning" title="More than a day ago"' in page
+    assert 'class="sync-badge sync-error" title="More than three days ago"' in page
+    assert '<span class="sync-badge sync-error">never</span>' in page
+    assert "(2 days ago)" in page
+    assert "(4 days ago)" in page
