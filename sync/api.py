@@ -19,6 +19,7 @@ from .changes import ChangeSet, Cursor, WireError, changes_page
 from .integration import OwnershipError, changeset_apply, changeset_check_ownership
 from .models import AppliedBatch, PeerState, SyncPeer
 from .protocol import (
+    MAX_PULL_LIMIT,
     PROTOCOL_MIN_VERSION,
     PROTOCOL_VERSION,
     VERSION_HEADER,
@@ -28,8 +29,6 @@ from .protocol import (
 )
 from .registry import MASTER_DATA_SCOPE
 from .selectors import preferences_get
-
-MAX_PULL_LIMIT = 10_000
 
 
 class ErrorSerializer(serializers.Serializer):

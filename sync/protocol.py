@@ -16,6 +16,8 @@ PROTOCOL_MIN_VERSION = 1
 API_PREFIX = "/api/sync/v1/"
 SYNC_ID_HEADER = "X-Sync-Id"
 VERSION_HEADER = "X-Sync-Protocol"
+# The most records the master sends in one pull page.
+MAX_PULL_LIMIT = 10_000
 
 
 class SyncAPIError(APIException):

@@ -24,7 +24,7 @@ from .models import (
     SyncResult,
     SyncTrigger,
 )
-from .protocol import PROTOCOL_VERSION
+from .protocol import MAX_PULL_LIMIT, PROTOCOL_VERSION
 from .registry import LOCAL_STORE_DATA_SCOPE
 from .selectors import preferences_get
 
@@ -236,7 +236,8 @@ def _pull(client: MasterClient, state: PeerState, log: SyncLog, progress: Progre
     initial = not state.initialised
 
     def fetch(cursor: Cursor) -> tuple[ChangeSet, Cursor, int]:
-        answer = client.pull(cursor=str(cursor), limit=settings.SYNC_BATCH_SIZE, initial=initial)
+        limit = min(settings.SYNC_BATCH_SIZE, MAX_PULL_LIMIT)
+        answer = client.pull(cursor=str(cursor), limit=limit, initial=initial)
         try:
             return (
                 ChangeSet.from_wire(answer["changes"]),

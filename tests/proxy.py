@@ -1,0 +1,242 @@
+"""A small threaded TCP proxy on 127.0.0.1 that can cut the link, for sync tests.
+
+`LinkProxy(upstream_port)` listens on a free port of 127.0.0.1 and forwards every connection to
+127.0.0.1:upstream_port. `cut_after(direction, nbytes)` arms a one-shot cut: once `nbytes` more
+bytes have gone in `direction` (counted over all connections), the connection carrying them is
+dropped after exactly that many bytes, and the proxy passes everything through again.
+`on_request_sent(fragment, callback)` calls `callback` once, when a whole HTTP request whose
+request line contains `fragment` has gone upstream. The proxy is bounded: at most
+`max_connections` at a time, and it stops itself after `lifetime` seconds.
+"""
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable
+from types import TracebackType
+
+TO_SERVER = "to_server"
+TO_CLIENT = "to_client"
+CHUNK = 16 * 1024
+
+
+class _RequestTracker:
+    """Finds where HTTP/1.1 requests end in a client's byte stream (Content-Length bodies only)."""
+
+    def __init__(self) -> None:
+        self._head = b""
+        self._line = ""
+        self._body_left: int | None = None
+
+    def feed(self, data: bytes) -> list[str]:
+        """Take the next bytes sent upstream; return the request lines of requests now complete."""
+        complete: list[str] = []
+        while data:
+            if self._body_left is None:
+                self._head += data
+                end = self._head.find(b"\r\n\r\n")
+                if end < 0:
+                    return complete
+                head, data = self._head[: end + 4], self._head[end + 4 :]
+                self._head = b""
+                lines = head.decode("latin-1").split("\r\n")
+                self._line = lines[0]
+                length = 0
+                for line in lines[1:]:
+                    name, _, value = line.partition(":")
+                    if name.strip().lower() == "content-length" and value.strip().isdigit():
+                        length = int(value.strip())
+                self._body_left = length
+            taken = min(self._body_left, len(data))
+            self._body_left -= taken
+            data = data[taken:]
+            if self._body_left == 0:
+                complete.append(self._line)
+                self._body_left = None
+        return complete
+
+
+class _Link:
+    """One proxied connection: the client's socket and the upstream socket."""
+
+    def __init__(self, client: socket.socket, upstream: socket.socket) -> None:
+        self.sockets = {TO_SERVER: upstream, TO_CLIENT: client}
+        self.sources = {TO_SERVER: client, TO_CLIENT: upstream}
+        self.tracker = _RequestTracker()
+        self.finished: set[str] = set()
+        self._closed = threading.Event()
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        for sock in self.sockets.values():
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+
+class LinkProxy:
+    """Forwards 127.0.0.1:port to 127.0.0.1:upstream_port; cuts the link when told to."""
+
+    def __init__(
+        self, upstream_port: int, *, lifetime: float = 600.0, max_connections: int = 32
+    ) -> None:
+        self.upstream_port = upstream_port
+        self.max_connections = max_connections
+        self._deadline = time.monotonic() + lifetime
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._cut: tuple[str, int] | None = None
+        self._watch: tuple[str, Callable[[], None]] | None = None
+        self._links: set[_Link] = set()
+        self.cuts = 0
+        self.forwarded = {TO_SERVER: 0, TO_CLIENT: 0}
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.2)
+        self.port = int(self._listener.getsockname()[1])
+        self._thread = threading.Thread(target=self._accept_loop, name="link-proxy", daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def cut_after(self, direction: str, nbytes: int) -> None:
+        """Drop the link once `nbytes` more bytes have gone in `direction`; only once."""
+        if direction not in self.forwarded or nbytes < 0:
+            raise ValueError(f"Cannot cut {direction!r} after {nbytes} bytes.")
+        with self._lock:
+            self._cut = (direction, nbytes)
+
+    def on_request_sent(self, fragment: str, callback: Callable[[], None]) -> None:
+        """Call `callback` (in its own thread) once a request naming `fragment` went upstream."""
+        with self._lock:
+            self._watch = (fragment, callback)
+
+    def pass_through(self) -> None:
+        """Disarm any cut or request watch: forward everything."""
+        with self._lock:
+            self._cut = None
+            self._watch = None
+
+    def close(self) -> None:
+        """Stop listening and drop every open link."""
+        self._shutdown()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=5)
+
+    def _shutdown(self) -> None:
+        self._stopped.set()
+        self._listener.close()
+        with self._lock:
+            links = list(self._links)
+        for link in links:
+            link.close()
+
+    def __enter__(self) -> "LinkProxy":
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _running(self) -> bool:
+        return not self._stopped.is_set() and time.monotonic() < self._deadline
+
+    def _accept_loop(self) -> None:
+        try:
+            while self._running():
+                try:
+                    client, _ = self._listener.accept()
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                self._serve(client)
+        finally:
+            # Past its lifetime the proxy stops itself.
+            self._shutdown()
+
+    def _serve(self, client: socket.socket) -> None:
+        with self._lock:
+            crowded = len(self._links) >= self.max_connections
+        if crowded:
+            client.close()
+            return
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
+        except OSError:
+            client.close()
+            return
+        link = _Link(client, upstream)
+        with self._lock:
+            self._links.add(link)
+        for direction in (TO_SERVER, TO_CLIENT):
+            threading.Thread(
+                target=self._pump, args=(link, direction), name=f"link-{direction}", daemon=True
+            ).start()
+
+    def _pump(self, link: _Link, direction: str) -> None:
+        source, target = link.sources[direction], link.sockets[direction]
+        try:
+            source.settimeout(0.5)
+            while self._running() and not link.closed:
+                try:
+                    data = source.recv(CHUNK)
+                except TimeoutError:
+                    continue
+                if not data:
+                    target.shutdown(socket.SHUT_WR)
+                    return
+                keep, drop = self._take(direction, data)
+                target.sendall(keep)
+                if drop:
+                    link.close()
+                    return
+                if direction == TO_SERVER:
+                    self._watch_requests(link, keep)
+        except OSError:
+            link.close()
+        finally:
+            with self._lock:
+                link.finished.add(direction)
+                over = len(link.finished) == 2 or not self._running()
+            if over:
+                link.close()
+            if link.closed:
+                with self._lock:
+                    self._links.discard(link)
+
+    def _take(self, direction: str, data: bytes) -> tuple[bytes, bool]:
+        """The part of `data` to forward, and whether to drop the link after it."""
+        with self._lock:
+            drop = False
+            if self._cut is not None and self._cut[0] == direction:
+                left = self._cut[1]
+                if len(data) >= left:
+                    data, drop = data[:left], True
+                    self._cut = None
+                    self.cuts += 1
+                else:
+                    self._cut = (direction, left - len(data))
+            self.forwarded[direction] += len(data)
+            return data, drop
+
+    def _watch_requests(self, link: _Link, data: bytes) -> None:
+        for request_line in link.tracker.feed(data):
+            with self._lock:
+                watch = self._watch
+                if watch is None or watch[0] not in request_line:
+                    continue
+                self._watch = None
+            threading.Thread(target=watch[1], name="link-callback", daemon=True).start()
