@@ -15,17 +15,12 @@ ITEM_CHOICES_LIMIT = 300
 MAX_PERIODS = 120
 
 
-class StockFilterForm(forms.Form):
-    """Store, item and item search: the filters of stock on hand, shared by expiring stock."""
+class ScopedFilterForm(forms.Form):
+    """A store filter offering only the stores this site reports on."""
 
     store = forms.ModelChoiceField(
         queryset=Store.objects.none(), required=False, to_field_name="code", empty_label="All"
     )
-    item = forms.ModelChoiceField(
-        queryset=Item.objects.all(), required=False, to_field_name="code", empty_label="All"
-    )
-    q = forms.CharField(label="Item search", required=False, max_length=100)
-    page = forms.IntegerField(min_value=1, required=False, widget=forms.HiddenInput)
 
     def __init__(self, data: Any, *, scope: ReportScope) -> None:
         super().__init__(data)
@@ -34,6 +29,19 @@ class StockFilterForm(forms.Form):
         if not scope.is_master:
             # A satellite's only choice is its own store, so the list offers nothing else.
             store_field.empty_label = None
+
+
+class StockFilterForm(ScopedFilterForm):
+    """Store, item and item search: the filters of stock on hand, shared by expiring stock."""
+
+    item = forms.ModelChoiceField(
+        queryset=Item.objects.all(), required=False, to_field_name="code", empty_label="All"
+    )
+    q = forms.CharField(label="Item search", required=False, max_length=100)
+    page = forms.IntegerField(min_value=1, required=False, widget=forms.HiddenInput)
+
+    def __init__(self, data: Any, *, scope: ReportScope) -> None:
+        super().__init__(data, scope=scope)
         search = str(self.data.get("q", "")).strip()
         items = items_matching(search=search, limit=ITEM_CHOICES_LIMIT)
         chosen = Item.objects.filter(code=self.data.get("item") or None).exclude(
@@ -63,26 +71,18 @@ class ExpiringStockFilterForm(StockFilterForm):
     field_order = ["days", "store", "item", "q"]
 
 
-class TransactionsFilterForm(forms.Form):
+class TransactionsFilterForm(ScopedFilterForm):
     """Filters of the transactions report; the range is bounded to keep the table readable."""
 
     date_from = forms.DateField(label="From", widget=forms.DateInput(attrs={"type": "date"}))
     date_to = forms.DateField(label="To", widget=forms.DateInput(attrs={"type": "date"}))
     period = forms.ChoiceField(label="By", choices=Period.choices, initial=Period.WEEK)
-    store = forms.ModelChoiceField(
-        queryset=Store.objects.none(), required=False, to_field_name="code", empty_label="All"
-    )
     kind = forms.ChoiceField(
         choices=[("", "All"), *Transaction.Kind.choices], required=False, label="Kind"
     )
     page = forms.IntegerField(min_value=1, required=False, widget=forms.HiddenInput)
 
-    def __init__(self, data: Any, *, scope: ReportScope) -> None:
-        super().__init__(data)
-        store_field: Any = self.fields["store"]
-        store_field.queryset = scope.stores()
-        if not scope.is_master:
-            store_field.empty_label = None
+    field_order = ["date_from", "date_to", "period", "store", "kind"]
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
