@@ -9,7 +9,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from stores.models import Item, Name, Store
-from sync.models import SyncPeer
+from sync.models import PeerState, SyncPeer
 from sync.selectors import preferences_get
 from tests.factories import StoreFactory
 
@@ -153,3 +153,50 @@ def test_commands_exit_non_zero_with_a_message_on_bad_input(args: list[str], tmp
     )
     assert result.returncode != 0
     assert result.stderr.strip()
+
+
+def test_sync_peer_update_changes_the_url_and_keeps_the_sync_state(satellite: int) -> None:
+    run(
+        "sync_peer",
+        "add",
+        "--sync-id",
+        "1",
+        "--name",
+        "Master",
+        "--store",
+        "S001",
+        "--url",
+        "http://127.0.0.1:9001/",
+    )
+    peer = SyncPeer.objects.get()
+    PeerState.objects.create(peer=peer, pull_txid=7, pull_seq=42, initialised=True)
+    output = run("sync_peer", "update", "--sync-id", "1", "--url", "https://master.example.org/")
+    assert "1\tMaster\tS001\thttps://master.example.org/" in output
+    state = PeerState.objects.get(peer__sync_id=1)
+    assert (state.pull_txid, state.pull_seq, state.initialised) == (7, 42, True)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["update", "--url", "http://a.b/"], "--sync-id"),
+        (["update", "--sync-id", "5", "--url", "http://a.b/"], "No server with Sync ID 5"),
+        (["update", "--sync-id", "1", "--url", "ftp://a.b/"], "http"),
+    ],
+)
+def test_sync_peer_update_refuses_bad_input(satellite: int, args: list[str], message: str) -> None:
+    run(
+        "sync_peer",
+        "add",
+        "--sync-id",
+        "1",
+        "--name",
+        "Master",
+        "--store",
+        "S001",
+        "--url",
+        "http://127.0.0.1:9001/",
+    )
+    with pytest.raises(CommandError, match=message):
+        run("sync_peer", *args)
+    assert SyncPeer.objects.get().url == "http://127.0.0.1:9001/"

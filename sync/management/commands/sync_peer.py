@@ -1,4 +1,4 @@
-"""List, add or remove servers in this site's Sync with list."""
+"""List, add, change or remove servers in this site's Sync with list."""
 
 from argparse import ArgumentParser
 from typing import Any
@@ -13,10 +13,13 @@ from sync.selectors import peers_list
 
 
 class Command(BaseCommand):
-    help = "Manage the Sync with list: list, add --sync-id --name --store --url, remove --sync-id."
+    help = (
+        "Manage the Sync with list: list; add --sync-id --name --store --url; update --sync-id "
+        "with any of --name --store --url (keeps the sync state); remove --sync-id."
+    )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument("action", choices=["list", "add", "remove"])
+        parser.add_argument("action", choices=["list", "add", "update", "remove"])
         parser.add_argument("--sync-id", type=int)
         parser.add_argument("--name")
         parser.add_argument("--store", help="Code of the store that the server hosts.")
@@ -25,6 +28,8 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if options["action"] == "add":
             self._add(options)
+        elif options["action"] == "update":
+            self._update(options)
         elif options["action"] == "remove":
             self._remove(options)
         for peer in peers_list():
@@ -47,12 +52,26 @@ class Command(BaseCommand):
         except ValidationError as error:
             raise CommandError(validation_message(error)) from error
 
-    def _remove(self, options: dict[str, Any]) -> None:
-        if options["sync_id"] is None:
-            raise CommandError("sync_peer remove needs --sync-id.")
+    def _update(self, options: dict[str, Any]) -> None:
+        # Changing a server in place keeps its cursors; removing and adding it would start over.
+        peer = self._peer(options, "update")
+        for flag, field in (("name", "name"), ("store", "store_code"), ("url", "url")):
+            if options[flag] is not None:
+                setattr(peer, field, options[flag])
         try:
-            services.peer_delete(sync_id=options["sync_id"])
-        except SyncPeer.DoesNotExist as error:
+            services.peer_save(peer=peer)
+        except ValidationError as error:
+            raise CommandError(validation_message(error)) from error
+
+    def _peer(self, options: dict[str, Any], action: str) -> SyncPeer:
+        if options["sync_id"] is None:
+            raise CommandError(f"sync_peer {action} needs --sync-id.")
+        peer = SyncPeer.objects.filter(sync_id=options["sync_id"]).first()
+        if peer is None:
             raise CommandError(
                 f"No server with Sync ID {options['sync_id']} is in the Sync with list."
-            ) from error
+            )
+        return peer
+
+    def _remove(self, options: dict[str, Any]) -> None:
+        services.peer_delete(sync_id=self._peer(options, "remove").sync_id)
