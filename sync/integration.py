@@ -171,14 +171,13 @@ def _buffer_retry() -> int:
         for record in buffered:
             changeset.upserts.setdefault(record.table_name, []).append(record.row)
         applied, waiting = _apply_once(changeset, 0)
+        still_waiting = {(r.table_name, r.record_id): r.error for r in waiting}
         if not applied:
-            still = {(r.table_name, r.record_id) for r in waiting}
-            BufferedRecord.objects.bulk_update(
-                [r for r in buffered if (r.table_name, r.record_id) in still], ["error"]
-            )
+            for record in buffered:
+                record.error = still_waiting.get((record.table_name, record.record_id), "")
+            BufferedRecord.objects.bulk_update(buffered, ["error"])
             return applied_total
         applied_total += applied
-        still_waiting = {(r.table_name, r.record_id) for r in waiting}
         BufferedRecord.objects.filter(
             pk__in=[r.pk for r in buffered if (r.table_name, r.record_id) not in still_waiting]
         ).delete()
