@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import logging
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +28,8 @@ from .models import (
 from .protocol import MAX_PULL_LIMIT, PROTOCOL_VERSION
 from .registry import LOCAL_STORE_DATA_SCOPE
 from .selectors import preferences_get
+
+logger = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 
@@ -119,6 +122,18 @@ def _run(trigger: str, request_id: str, progress: Progress, protocol_version: in
         log.message = failure.message
         if state is not None:
             state.last_error = failure.message
+    except Exception as error:
+        # A bug or a database failure: record it where operators look, keep the traceback.
+        logger.exception("Sync run %s failed unexpectedly", log.pk)
+        log.result = SyncResult.FAILURE
+        log.error_code = "internal_error"
+        log.message = (
+            f"The sync stopped on an unexpected error ({error.__class__.__name__}: {error}). "
+            "The next run resumes where this one stopped; if it happens again, send the server "
+            "log to your support team."
+        )
+        if state is not None:
+            state.last_error = log.message
     finally:
         log.ended_at = timezone.now()
         if client is not None:
