@@ -318,41 +318,35 @@ def bench(workdir: Path, scale: int, bulk: bool, profiler: Profiler) -> None:
         cluster.provision(stores=2, items=items, names=names, server="gunicorn")
         master, satellite = cluster.master, cluster.satellites[0]
 
-        profiler.master_start(master, "W1")
-        report, wall = profiler.sync_now(satellite, "W1")
-        profiler.master_stop(master)
-        ceiling = ceiling_measure(master, scratch, MASTER_MODELS, workdir / "w1.json")
-        emit(
-            workload_line(
-                "W1",
-                report,
-                int(report["records_pulled"]),
-                ceiling,
-                end_to_end_seconds=round(wall, 3),
-                ceiling_records=ceiling["records"],
-                ceiling_seconds=round(ceiling["seconds"], 3),
-                ceiling_runs_seconds=[round(run, 3) for run in ceiling["runs"]],
+        def measure(workload: str, source: Site, models: Any, counted: str, **extra: Any) -> None:
+            """One satellite run, then the same rows bulk-inserted as its ceiling."""
+            profiler.master_start(master, workload)
+            report, wall = profiler.sync_now(satellite, workload)
+            profiler.master_stop(master)
+            ceiling = ceiling_measure(source, scratch, models, workdir / f"{workload}.json")
+            emit(
+                workload_line(
+                    workload,
+                    report,
+                    int(report[counted]),
+                    ceiling,
+                    end_to_end_seconds=round(wall, 3),
+                    ceiling_records=ceiling["records"],
+                    ceiling_seconds=round(ceiling["seconds"], 3),
+                    ceiling_runs_seconds=[round(run, 3) for run in ceiling["runs"]],
+                    **extra,
+                )
             )
-        )
 
+        measure("W1", master, MASTER_MODELS, "records_pulled")
         setup = transactions_create(satellite, wanted, bulk)
-        profiler.master_start(master, "W2")
-        report, wall = profiler.sync_now(satellite, "W2")
-        profiler.master_stop(master)
-        ceiling = ceiling_measure(satellite, scratch, STORE_MODELS, workdir / "w2.json")
-        emit(
-            workload_line(
-                "W2",
-                report,
-                int(report["records_pushed"]),
-                ceiling,
-                end_to_end_seconds=round(wall, 3),
-                ceiling_records=ceiling["records"],
-                ceiling_seconds=round(ceiling["seconds"], 3),
-                ceiling_runs_seconds=[round(run, 3) for run in ceiling["runs"]],
-                setup_method=setup["method"],
-                setup_seconds_not_counted=setup["seconds"],
-            )
+        measure(
+            "W2",
+            satellite,
+            STORE_MODELS,
+            "records_pushed",
+            setup_method=setup["method"],
+            setup_seconds_not_counted=setup["seconds"],
         )
 
         profiler.master_start(master, "W3")

@@ -155,21 +155,16 @@ def test_commands_exit_non_zero_with_a_message_on_bad_input(args: list[str], tmp
     assert result.stderr.strip()
 
 
-def test_sync_peer_update_changes_the_url_and_keeps_the_sync_state(satellite: int) -> None:
-    run(
-        "sync_peer",
-        "add",
-        "--sync-id",
-        "1",
-        "--name",
-        "Master",
-        "--store",
-        "S001",
-        "--url",
-        "http://127.0.0.1:9001/",
-    )
-    peer = SyncPeer.objects.get()
-    PeerState.objects.create(peer=peer, pull_txid=7, pull_seq=42, initialised=True)
+@pytest.fixture
+def master_peer(satellite: int) -> SyncPeer:
+    """A satellite's Sync with list holding the master, added with the command."""
+    run("sync_peer", "add", "--sync-id", "1", "--name", "Master", "--store", "S001",
+        "--url", "http://127.0.0.1:9001/")  # fmt: skip
+    return SyncPeer.objects.get()
+
+
+def test_sync_peer_update_changes_the_url_and_keeps_the_sync_state(master_peer: SyncPeer) -> None:
+    PeerState.objects.create(peer=master_peer, pull_txid=7, pull_seq=42, initialised=True)
     output = run("sync_peer", "update", "--sync-id", "1", "--url", "https://master.example.org/")
     assert "1\tMaster\tS001\thttps://master.example.org/" in output
     state = PeerState.objects.get(peer__sync_id=1)
@@ -184,19 +179,9 @@ def test_sync_peer_update_changes_the_url_and_keeps_the_sync_state(satellite: in
         (["update", "--sync-id", "1", "--url", "ftp://a.b/"], "http"),
     ],
 )
-def test_sync_peer_update_refuses_bad_input(satellite: int, args: list[str], message: str) -> None:
-    run(
-        "sync_peer",
-        "add",
-        "--sync-id",
-        "1",
-        "--name",
-        "Master",
-        "--store",
-        "S001",
-        "--url",
-        "http://127.0.0.1:9001/",
-    )
+def test_sync_peer_update_refuses_bad_input(
+    master_peer: SyncPeer, args: list[str], message: str
+) -> None:
     with pytest.raises(CommandError, match=message):
         run("sync_peer", *args)
     assert SyncPeer.objects.get().url == "http://127.0.0.1:9001/"
