@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 from stores.models import Store
 
 from .auth import SyncAuthentication, SyncCaller, token_issue
-from .changes import ChangeSet, Cursor, WireError, changes_page
+from .changes import ChangeSet, Cursor, WireError, changes_last, changes_page
 from .integration import OwnershipError, changeset_apply, changeset_check_ownership
 from .models import AppliedBatch, PeerState, SyncPeer
 from .protocol import (
@@ -224,6 +224,12 @@ class PullView(SyncAPIView):
         query.is_valid(raise_exception=True)
         caller = self.caller(request)
         cursor: Cursor = query.validated_data["cursor"]
+        # Before the page is read: whatever the log holds now may reach the satellite, so master
+        # data in it is deactivated rather than deleted from now on (master_record_may_be_held).
+        served = changes_last()
+        PeerState.objects.filter(peer=caller.peer).update(
+            served_txid=served.txid, served_seq=served.seq
+        )
         scope = MASTER_DATA_SCOPE
         if query.validated_data["initial"]:
             scope |= Q(store_id=peer_store(caller.peer).pk)

@@ -70,6 +70,12 @@ def changes_since(cursor: Cursor, scope: Q) -> QuerySet[ChangeLog]:
     return changes.order_by("txid", "seq")
 
 
+def changes_last() -> Cursor:
+    """The highest position in this site's change log (0.0 when it is empty)."""
+    last = ChangeLog.objects.order_by("-txid", "-seq").values_list("txid", "seq").first()
+    return Cursor(*last) if last else Cursor()
+
+
 @dataclass
 class ChangePage:
     """One page of changes as a changeset, where the next page starts, and how much is left."""

@@ -211,6 +211,10 @@ class ChangeLog(models.Model):
                 condition=LOCAL_STORE_DATA_SCOPE,
             ),
             models.Index(fields=["store_id", "txid", "seq"], name="changelog_store"),
+            # Whether a master record was ever served to a satellite (master data is rare).
+            models.Index(
+                fields=["record_id"], name="changelog_master_record", condition=MASTER_DATA_SCOPE
+            ),
         ]
 
     def __str__(self) -> str:
@@ -223,10 +227,22 @@ class PeerState(models.Model):
     peer = models.OneToOneField(
         SyncPeer, on_delete=models.CASCADE, primary_key=True, related_name="state"
     )
+    # Push history. On a satellite: its push cursor and the generation of its push history. On
+    # the master: the last batch it applied from the satellite (start, end, digest of its change
+    # positions) and that batch's generation, so a late or replayed push is never applied and a
+    # satellite restored from a backup is recognised (see sync.ordering).
     push_txid = models.BigIntegerField(default=0)
     push_seq = models.BigIntegerField(default=0)
+    push_generation = models.PositiveIntegerField(default=0)
+    push_start_txid = models.BigIntegerField(default=0)
+    push_start_seq = models.BigIntegerField(default=0)
+    push_digest = models.CharField(max_length=64, blank=True)
     pull_txid = models.BigIntegerField(default=0)
     pull_seq = models.BigIntegerField(default=0)
+    # On the master: the change-log position the satellite may have read up to, set before each
+    # pull page is read, so master data it may hold is deactivated rather than deleted.
+    served_txid = models.BigIntegerField(default=0)
+    served_seq = models.BigIntegerField(default=0)
     initialised = models.BooleanField(default=False)
     # On a satellite: the store this site hosts, as the master's handshake named it.
     hosted_store_id = models.UUIDField(null=True, blank=True)

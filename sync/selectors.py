@@ -100,6 +100,25 @@ def sync_status(recent: int = 10) -> dict[str, Any]:
     }
 
 
+def master_record_may_be_held(*, table_name: str, record_id: uuid.UUID) -> bool:
+    """Tell whether any satellite may hold this master record: a pull has been served since it
+    was first logged. Run inside the transaction that deletes it: the peers' rows stay locked
+    until it commits, so a pull cannot start reading in between.
+    """
+    from django.db.models import F
+
+    from .models import ChangeLog
+
+    served = list(PeerState.objects.select_for_update().values_list("served_txid", "served_seq"))
+    first = (
+        ChangeLog.objects.filter(table_name=table_name, record_id=record_id)
+        .order_by(F("txid"), F("seq"))
+        .values_list("txid", "seq")
+        .first()
+    )
+    return first is not None and any(position >= first for position in served)
+
+
 def store_is_hosted_here(store_id: uuid.UUID) -> bool:
     """Tell whether this site writes `store_id`'s transactions and stock.
 
