@@ -5,7 +5,9 @@
 bytes have gone in `direction` (counted over all connections), the connection carrying them is
 dropped after exactly that many bytes, and the proxy passes everything through again.
 `on_request_sent(fragment, callback)` calls `callback` once, when a whole HTTP request whose
-request line contains `fragment` has gone upstream. The proxy is bounded: at most
+request line contains `fragment` has gone upstream. `capture(fragment)` keeps every whole request
+naming `fragment`, as the client sent it (even one a cut kept from the server), in `captured`,
+so a test can send it again later. The proxy is bounded: at most
 `max_connections` at a time, and it stops itself after `lifetime` seconds.
 """
 
@@ -27,11 +29,12 @@ class _RequestTracker:
     def __init__(self) -> None:
         self._head = b""
         self._line = ""
+        self._request = b""
         self._body_left: int | None = None
 
-    def feed(self, data: bytes) -> list[str]:
-        """Take the next bytes sent upstream; return the request lines of requests now complete."""
-        complete: list[str] = []
+    def feed(self, data: bytes) -> list[tuple[str, bytes]]:
+        """Take the next bytes of the stream; return each request now complete: line and bytes."""
+        complete: list[tuple[str, bytes]] = []
         while data:
             if self._body_left is None:
                 self._head += data
@@ -40,6 +43,7 @@ class _RequestTracker:
                     return complete
                 head, data = self._head[: end + 4], self._head[end + 4 :]
                 self._head = b""
+                self._request = head
                 lines = head.decode("latin-1").split("\r\n")
                 self._line = lines[0]
                 length = 0
@@ -50,9 +54,10 @@ class _RequestTracker:
                 self._body_left = length
             taken = min(self._body_left, len(data))
             self._body_left -= taken
+            self._request += data[:taken]
             data = data[taken:]
             if self._body_left == 0:
-                complete.append(self._line)
+                complete.append((self._line, self._request))
                 self._body_left = None
         return complete
 
@@ -64,6 +69,8 @@ class _Link:
         self.sockets = {TO_SERVER: upstream, TO_CLIENT: client}
         self.sources = {TO_SERVER: client, TO_CLIENT: upstream}
         self.tracker = _RequestTracker()
+        # What the client sent, cut or not: the cut tracker above sees only what went upstream.
+        self.sent_tracker = _RequestTracker()
         self.finished: set[str] = set()
         self._closed = threading.Event()
 
@@ -94,6 +101,8 @@ class LinkProxy:
         self._stopped = threading.Event()
         self._cut: tuple[str, int] | None = None
         self._watch: tuple[str, Callable[[], None]] | None = None
+        self._capture: str | None = None
+        self.captured: list[bytes] = []
         self._links: set[_Link] = set()
         self.cuts = 0
         self.forwarded = {TO_SERVER: 0, TO_CLIENT: 0}
@@ -118,6 +127,11 @@ class LinkProxy:
         """Call `callback` (in its own thread) once a request naming `fragment` went upstream."""
         with self._lock:
             self._watch = (fragment, callback)
+
+    def capture(self, fragment: str | None) -> None:
+        """Keep each whole request naming `fragment` in `captured` from now on (None: stop)."""
+        with self._lock:
+            self._capture = fragment
 
     def pass_through(self) -> None:
         """Disarm any cut or request watch: forward everything."""
@@ -198,6 +212,8 @@ class LinkProxy:
                 if not data:
                     target.shutdown(socket.SHUT_WR)
                     return
+                if direction == TO_SERVER:
+                    self._capture_requests(link, data)
                 keep, drop = self._take(direction, data)
                 target.sendall(keep)
                 if drop:
@@ -232,8 +248,14 @@ class LinkProxy:
             self.forwarded[direction] += len(data)
             return data, drop
 
+    def _capture_requests(self, link: _Link, data: bytes) -> None:
+        for request_line, request in link.sent_tracker.feed(data):
+            with self._lock:
+                if self._capture is not None and self._capture in request_line:
+                    self.captured.append(request)
+
     def _watch_requests(self, link: _Link, data: bytes) -> None:
-        for request_line in link.tracker.feed(data):
+        for request_line, _ in link.tracker.feed(data):
             with self._lock:
                 watch = self._watch
                 if watch is None or watch[0] not in request_line:
