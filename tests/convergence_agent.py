@@ -38,7 +38,10 @@ handles: dict[str, uuid.UUID] = {}
 def hosted_store() -> Store:
     if site_is_master():
         return Store.objects.get(code="S001")
-    return Store.objects.get(pk=hosted_store_id())
+    hosted = hosted_store_id()
+    if hosted is None:
+        raise ValidationError("This satellite has not synced yet: it hosts no store.")
+    return Store.objects.get(pk=hosted)
 
 
 def draft(handle: str) -> Transaction:
@@ -117,7 +120,9 @@ def delete(action: Action) -> dict[str, Any]:
 
 
 def item_add(action: Action) -> dict[str, Any]:
-    return {"id": services.item_create(code=action["code"], name=action["label"], unit="tab").pk.hex}
+    return {
+        "id": services.item_create(code=action["code"], name=action["label"], unit="tab").pk.hex
+    }
 
 
 def name_add(action: Action) -> dict[str, Any]:
@@ -125,7 +130,8 @@ def name_add(action: Action) -> dict[str, Any]:
     return {"id": record.pk.hex}
 
 
-def master_record(action: Action, code: str) -> Item | Name:
+# Any: master_record_save takes one model at a time (a constrained type), not their union.
+def master_record(action: Action, code: str) -> Any:
     return MASTER_MODELS[action["model"]].objects.get(code=code)
 
 
