@@ -546,6 +546,7 @@ class Sequence:
         self.count("actions")
         answer = self.agents[action["site"]].ask(action)
         action_is = "done" if answer["ok"] else ("refused" if "refused" in answer else "error")
+        action_is += f" ({answer['result']})" if answer.get("result") else ""
         self.count(f"{operation} {action_is}")
         if "error" in answer:
             self.discrepancy(

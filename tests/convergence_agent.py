@@ -155,8 +155,8 @@ def deactivate(action: Action) -> dict[str, Any]:
 
 
 def delete_master(action: Action) -> dict[str, Any]:
-    services.master_record_delete(record=master_record(action, action["code"]))
-    return {}
+    # Deleted, or deactivated when a satellite may hold the record or history points at it.
+    return {"result": services.master_record_delete(record=master_record(action, action["code"]))}
 
 
 OPERATIONS: dict[str, Callable[[Action], dict[str, Any]]] = {
