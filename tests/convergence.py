@@ -12,7 +12,7 @@ sync and keeps a snapshot of the three databases, so each sequence starts from t
 - `sync_now` on a random satellite, a real subprocess;
 - faults: a run SIGKILLed as it sends a request, the master SIGKILLed mid-sync and restarted, a
   link cut after a random number of bytes, a push captured by the proxy and sent to the master
-  again later.
+  again later, a satellite restored from a backup taken earlier in the sequence.
 
 Then it heals (syncs every satellite until a round moves nothing, bounded) and checks that the
 sites converged. Every action is logged in concrete terms (codes, handles, byte counts), so
@@ -68,7 +68,7 @@ DIRECTION = {"supplier_invoice": 1, "inventory_adjustment": 1, "customer_invoice
 KINDS = ("supplier_invoice", "supplier_invoice", "customer_invoice", "inventory_adjustment")
 BATCHES = ("A", "B")
 EXPIRIES = ("2030-01-31", "2031-06-30")
-FAULTS = ("kill_run", "kill_master", "cut", "replay")
+FAULTS = ("kill_run", "kill_master", "cut", "replay", "restore_backup")
 REQUESTS = ("/handshake/", "/push/", "/pull/")
 # Bytes a run sends each way: an idle run some 800 up and 1,000 down, a push of a few drafts
 # some 2,000 up. Cuts drawn below these land in most runs, in any request.
@@ -163,6 +163,52 @@ def _shown(row: Row | None) -> str:
     return "no record" if row is None else ", ".join(f"{k}={v}" for k, v in row)
 
 
+# --- copies of a site's database ---------------------------------------------------------------
+
+
+def _copy_name(site: Site, suffix: str) -> str:
+    if is_postgres(site):
+        return f"{site._pg_name}_{suffix}"
+    return f"{site.database_url.removeprefix('sqlite:///')}.{suffix}"
+
+
+def database_save(site: Site, suffix: str) -> str:
+    """Copy `site`'s database as it is now (nothing may be writing); returns the copy's name."""
+    copy = _copy_name(site, suffix)
+    if is_postgres(site):
+        with psycopg.connect(site._pg_admin, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{copy}"')
+            connection.execute(f'CREATE DATABASE "{copy}" TEMPLATE "{site._pg_name}"')
+        return copy
+    Path(copy).unlink(missing_ok=True)
+    path = site.database_url.removeprefix("sqlite:///")
+    with closing(sqlite3.connect(path)) as source, closing(sqlite3.connect(copy)) as target:
+        source.backup(target)
+    return copy
+
+
+def database_load(site: Site, copy: str) -> None:
+    """Replace `site`'s database by a copy database_save made; nothing may be connected."""
+    if is_postgres(site):
+        with psycopg.connect(site._pg_admin, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{site._pg_name}" WITH (FORCE)')
+            connection.execute(f'CREATE DATABASE "{site._pg_name}" TEMPLATE "{copy}"')
+        return
+    path = site.database_url.removeprefix("sqlite:///")
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    with closing(sqlite3.connect(copy)) as source, closing(sqlite3.connect(path)) as target:
+        source.backup(target)
+
+
+def database_drop(site: Site, suffix: str) -> None:
+    if is_postgres(site):
+        with psycopg.connect(site._pg_admin, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{_copy_name(site, suffix)}" WITH (FORCE)')
+    else:
+        Path(_copy_name(site, suffix)).unlink(missing_ok=True)
+
+
 # --- the cluster -----------------------------------------------------------------------------
 
 
@@ -193,37 +239,12 @@ class ConvergenceCluster(Cluster):
         # Each sequence starts the master itself, on a database restored from these.
         self.master.stop()
         for site in self.sites:
-            self._snapshots[site.name] = self._snapshot(site)
-
-    def _snapshot(self, site: Site) -> str:
-        if is_postgres(site):
-            name = f"{site._pg_name}_snap"
-            with psycopg.connect(site._pg_admin, autocommit=True) as connection:
-                connection.execute(f'CREATE DATABASE "{name}" TEMPLATE "{site._pg_name}"')
-            return name
-        path = site.database_url.removeprefix("sqlite:///")
-        copy = f"{path}.snap"
-        with closing(sqlite3.connect(path)) as source, closing(sqlite3.connect(copy)) as target:
-            source.backup(target)
-        return copy
+            self._snapshots[site.name] = database_save(site, "snap")
 
     def restore(self) -> None:
         """Put every database back as provisioning left it; the master must be stopped."""
         for site in self.sites:
-            snapshot = self._snapshots[site.name]
-            if is_postgres(site):
-                with psycopg.connect(site._pg_admin, autocommit=True) as connection:
-                    connection.execute(f'DROP DATABASE IF EXISTS "{site._pg_name}" WITH (FORCE)')
-                    connection.execute(f'CREATE DATABASE "{site._pg_name}" TEMPLATE "{snapshot}"')
-                continue
-            path = site.database_url.removeprefix("sqlite:///")
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{path}{suffix}").unlink(missing_ok=True)
-            with (
-                closing(sqlite3.connect(snapshot)) as source,
-                closing(sqlite3.connect(path)) as target,
-            ):
-                source.backup(target)
+            database_load(site, self._snapshots[site.name])
         for proxy in self.proxies.values():
             proxy.pass_through()
             proxy.capture(None)
@@ -234,10 +255,8 @@ class ConvergenceCluster(Cluster):
             proxy.close()
         super().destroy()
         for site in self.sites:
-            snapshot = self._snapshots.get(site.name)
-            if snapshot and is_postgres(site):
-                with psycopg.connect(site._pg_admin, autocommit=True) as connection:
-                    connection.execute(f'DROP DATABASE IF EXISTS "{snapshot}" WITH (FORCE)')
+            for suffix in ("snap", "backup"):
+                database_drop(site, suffix)
 
 
 def sync_now_start(site: Site) -> subprocess.Popen[str]:
@@ -324,7 +343,8 @@ class Agent:
 
 @dataclass
 class Tracked:
-    """A transaction an action entered: where, its id, and what the actions did to it since."""
+    """A transaction an action entered: where, its id, and its status (draft, finalised, deleted,
+    or unknown once its satellite was restored from a backup)."""
 
     site: str
     id: str
@@ -369,6 +389,7 @@ class Sequence:
         # when the run that carried it had ended.
         self.captures: dict[str, list[tuple[bytes, int]]] = defaultdict(list)
         self.codes = 0
+        self.backups: dict[str, str] = {}
         self.freed: dict[str, list[str]] = {"item": [], "name": []}
 
     # --- the whole sequence
@@ -417,6 +438,9 @@ class Sequence:
         if roll < 0.78:
             return {"op": "sync", "site": satellite}
         fault = self.random.choice(FAULTS)
+        if fault == "restore_backup":
+            # The operator takes a backup first; a later draw may restore it.
+            return {"op": fault if satellite in self.backups else "backup", "site": satellite}
         if fault == "replay" and self.captures[satellite]:
             return {
                 "op": "replay",
@@ -543,6 +567,10 @@ class Sequence:
             satellite = self.sites[action["site"]]
             getattr(self, f"_{operation}")(satellite, action)
             return
+        if operation == "backup":
+            self.count("backups")
+            self.backups[action["site"]] = database_save(self.sites[action["site"]], "backup")
+            return
         self.count("actions")
         answer = self.agents[action["site"]].ask(action)
         action_is = "done" if answer["ok"] else ("refused" if "refused" in answer else "error")
@@ -667,6 +695,18 @@ class Sequence:
                 f"{status}, {code}) brought back an older state: " + "; ".join(changed)
             )
 
+    def _restore_backup(self, satellite: Site, action: Action) -> None:
+        """Put a satellite back as its last backup left it: what it entered since and had not
+        pushed is lost, what it pushed must come back from the master, and it must push on."""
+        if satellite.name not in self.backups:
+            self.count("restore_backup missed")
+            return
+        database_load(satellite, self.backups[satellite.name])
+        for tracked in self.tracked.values():
+            if tracked.site == satellite.name:
+                # Pushed or not, kept or lost: the checks compare it with the master's copy.
+                tracked.status = "unknown"
+
     def _hosted_code(self, satellite: Site) -> str:
         return f"S{self._sync_id(satellite):03d}"
 
@@ -737,6 +777,8 @@ class Sequence:
     def _check_tracked(self, tables: dict[str, dict[str, Table]]) -> None:
         on_master = tables["master"]["stores_transaction"]
         for handle, tracked in self.tracked.items():
+            if tracked.status == "unknown":
+                continue
             for where in {"master", tracked.site}:
                 row = tables[where]["stores_transaction"].get(tracked.id)
                 if tracked.status == "deleted" and row is not None:
