@@ -6,12 +6,22 @@ more; bench/convergence.py runs the same with figures.
 """
 
 import os
+import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
+import psycopg
 import pytest
 
-from tests.convergence import ConvergenceCluster, Sequence, convergence_cluster
+from tests.convergence import (
+    Action,
+    ConvergenceCluster,
+    Sequence,
+    convergence_cluster,
+    is_postgres,
+)
+from tests.servers import Site
 
 pytestmark = pytest.mark.servers
 
@@ -36,6 +46,40 @@ def test_a_random_sequence_of_actions_syncs_and_faults_converges(
     cluster: ConvergenceCluster, seed: int
 ) -> None:
     assert_converges(cluster, seed, CONVERGENCE_CI_STEPS)
+
+
+def write(site: Site, statement: str) -> None:
+    """Change `site`'s database behind its back."""
+    if is_postgres(site):
+        with psycopg.connect(site.database_url, autocommit=True) as connection:
+            connection.execute(statement)
+        return
+    with closing(sqlite3.connect(site.database_url.removeprefix("sqlite:///"))) as connection:
+        connection.execute(statement)
+        connection.commit()
+
+
+DRAFT_ON_SATELLITE_2: list[Action] = [
+    {
+        "op": "create", "site": "satellite2", "tx": "T1", "kind": "supplier_invoice",
+        "date": "2024-01-05", "name": "N00005",
+        "lines": [{"item": "I00001", "batch": "A", "expiry": "2030-01-31", "quantity": 4}],
+    },
+    {"op": "sync", "site": "satellite2"},
+]  # fmt: skip
+
+
+def test_the_checks_see_a_satellite_record_that_differs_from_the_masters_copy(
+    cluster: ConvergenceCluster,
+) -> None:
+    sequence = Sequence(cluster)
+    outcome = sequence.replay(DRAFT_ON_SATELLITE_2)
+    assert (outcome.figures["create done"], outcome.discrepancies) == (1, [])
+    write(cluster.satellites[0], "UPDATE stores_transactionline SET quantity = quantity + 1")
+    sequence.check()
+    (found,) = outcome.discrepancies
+    assert found.startswith("satellite2: its store differs from the master's copy: ")
+    assert "quantity=5" in found
 
 
 LONG_SEEDS = int(os.environ.get("CONVERGENCE_SEEDS", "0"))
