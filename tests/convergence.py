@@ -439,8 +439,10 @@ class Sequence:
             return {"op": "sync", "site": satellite}
         fault = self.random.choice(FAULTS)
         if fault == "restore_backup":
-            # The operator takes a backup first; a later draw may restore it.
-            return {"op": fault if satellite in self.backups else "backup", "site": satellite}
+            # The operator takes a backup first; a later draw restores one.
+            if self.backups:
+                return {"op": fault, "site": self.random.choice(sorted(self.backups))}
+            return {"op": "backup", "site": satellite}
         if fault == "replay" and self.captures[satellite]:
             return {
                 "op": "replay",
