@@ -14,6 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from sync.capture import SQLITE_SOURCE_FUNCTION
 from tests.convergence import (
     Action,
     ConvergenceCluster,
@@ -55,6 +56,8 @@ def write(site: Site, statement: str) -> None:
             connection.execute(statement)
         return
     with closing(sqlite3.connect(site.database_url.removeprefix("sqlite:///"))) as connection:
+        # The change-capture triggers ask this function which site a change came from.
+        connection.create_function(SQLITE_SOURCE_FUNCTION, 0, lambda: None)
         connection.execute(statement)
         connection.commit()
 
