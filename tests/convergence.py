@@ -590,12 +590,12 @@ class Sequence:
             self.tracked[action["tx"]].status = f"{operation}d"
 
     def _sync(self, satellite: Site, action: Action) -> None:
-        self._note(satellite, sync_now(satellite))
+        self._note(satellite, sync_now(satellite), "sync")
 
-    def _note(self, satellite: Site, report: dict[str, Any]) -> None:
-        """Count a run's result and date the pushes it carried."""
+    def _note(self, satellite: Site, report: dict[str, Any], during: str) -> None:
+        """Count a run's result by what was done to it, and date the pushes it carried."""
         result = report.get("result", "")
-        self.count(f"runs {result} {report.get('error_code', '')}".strip())
+        self.count(f"runs {during} {result} {report.get('error_code', '')}".strip())
         if result in ("crashed", "hung"):
             self.discrepancy(f"{satellite.name}: sync_now {result}: {report.get('message')}")
         captured = self.cluster.proxies[satellite.name].captured
@@ -637,7 +637,7 @@ class Sequence:
             proxy.pass_through()
         if fired.is_set():
             done.wait(30)
-        self._note(satellite, report)
+        self._note(satellite, report, action["op"])
         return fired.is_set()
 
     def _kill_run(self, satellite: Site, action: Action) -> None:
@@ -664,7 +664,7 @@ class Sequence:
             proxy.pass_through()
         if proxy.cuts == cuts:
             self.count("cut missed")
-        self._note(satellite, report)
+        self._note(satellite, report, f"cut {action['direction']}")
 
     def _replay(self, satellite: Site, action: Action) -> None:
         """Send a captured push to the master again; it must never bring back an older state.
@@ -728,7 +728,7 @@ class Sequence:
                 if report.get("result") == "already_running":
                     time.sleep(LEASE_SECONDS)  # a killed run's lease runs out
                     report = sync_now(satellite)
-                self._note(satellite, report)
+                self._note(satellite, report, "heal")
                 if report.get("result") != "success":
                     failures[satellite.name] = report
                 elif report["records_pushed"] or report["records_pulled"]:
