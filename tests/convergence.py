@@ -11,8 +11,9 @@ sync and keeps a snapshot of the three databases, so each sequence starts from t
   (tests/convergence_agent.py);
 - `sync_now` on a random satellite, a real subprocess;
 - faults: a run SIGKILLed as it sends a request, the master SIGKILLed mid-sync and restarted, a
-  link cut after a random number of bytes, a push captured by the proxy and sent to the master
-  again later, a satellite restored from a backup taken earlier in the sequence.
+  link cut after a random number of bytes or as a push completes (the master never gets it), a
+  push captured by the proxy and sent to the master again later, a satellite restored from a
+  backup taken earlier in the sequence.
 
 Then it heals (syncs every satellite until a round moves nothing, bounded) and checks that the
 sites converged. Every action is logged in concrete terms (codes, handles, byte counts), so
@@ -68,7 +69,7 @@ DIRECTION = {"supplier_invoice": 1, "inventory_adjustment": 1, "customer_invoice
 KINDS = ("supplier_invoice", "supplier_invoice", "customer_invoice", "inventory_adjustment")
 BATCHES = ("A", "B")
 EXPIRIES = ("2030-01-31", "2031-06-30")
-FAULTS = ("kill_run", "kill_master", "cut", "replay", "restore_backup")
+FAULTS = ("kill_run", "kill_master", "cut", "lose_push", "replay", "restore_backup")
 REQUESTS = ("/handshake/", "/push/", "/pull/")
 # Bytes a run sends each way: an idle run some 800 up and 1,000 down, a push of a few drafts
 # some 2,000 up. Cuts drawn below these land in most runs, in any request.
@@ -443,6 +444,8 @@ class Sequence:
             if self.backups:
                 return {"op": fault, "site": self.random.choice(sorted(self.backups))}
             return {"op": "backup", "site": satellite}
+        if fault == "lose_push":
+            return {"op": fault, "site": satellite}
         if fault == "replay" and self.captures[satellite]:
             return {
                 "op": "replay",
@@ -665,6 +668,20 @@ class Sequence:
         if proxy.cuts == cuts:
             self.count("cut missed")
         self._note(satellite, report, f"cut {action['direction']}")
+
+    def _lose_push(self, satellite: Site, action: Action) -> None:
+        """Run sync_now with the link dropped as its first push completes: the master never
+        gets that push, the proxy keeps it, and a later replay delivers it late."""
+        proxy = self.cluster.proxies[satellite.name]
+        cuts = proxy.cuts
+        proxy.drop_request("/push/")
+        try:
+            report = sync_now(satellite)
+        finally:
+            proxy.pass_through()
+        if proxy.cuts == cuts:
+            self.count("lose_push missed")
+        self._note(satellite, report, "lose_push")
 
     def _replay(self, satellite: Site, action: Action) -> None:
         """Send a captured push to the master again; it must never bring back an older state.

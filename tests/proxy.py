@@ -7,7 +7,8 @@ dropped after exactly that many bytes, and the proxy passes everything through a
 `on_request_sent(fragment, callback)` calls `callback` once, when a whole HTTP request whose
 request line contains `fragment` has gone upstream. `capture(fragment)` keeps every whole request
 naming `fragment`, as the client sent it (even one a cut kept from the server), in `captured`,
-so a test can send it again later. The proxy is bounded: at most
+so a test can send it again later; `drop_request(fragment)` drops the link instead of forwarding the
+last part of the next such request, so the server never gets it whole. The proxy is bounded: at most
 `max_connections` at a time, and it stops itself after `lifetime` seconds.
 """
 
@@ -102,6 +103,7 @@ class LinkProxy:
         self._cut: tuple[str, int] | None = None
         self._watch: tuple[str, Callable[[], None]] | None = None
         self._capture: str | None = None
+        self._drop: str | None = None
         self.captured: list[bytes] = []
         self._links: set[_Link] = set()
         self.cuts = 0
@@ -133,10 +135,16 @@ class LinkProxy:
         with self._lock:
             self._capture = fragment
 
+    def drop_request(self, fragment: str) -> None:
+        """Drop the link as the next request naming `fragment` completes; only once."""
+        with self._lock:
+            self._drop = fragment
+
     def pass_through(self) -> None:
-        """Disarm any cut or request watch: forward everything."""
+        """Disarm any cut, drop or request watch: forward everything."""
         with self._lock:
             self._cut = None
+            self._drop = None
             self._watch = None
 
     def close(self) -> None:
@@ -212,8 +220,9 @@ class LinkProxy:
                 if not data:
                     target.shutdown(socket.SHUT_WR)
                     return
-                if direction == TO_SERVER:
-                    self._capture_requests(link, data)
+                if direction == TO_SERVER and self._capture_requests(link, data):
+                    link.close()
+                    return
                 keep, drop = self._take(direction, data)
                 target.sendall(keep)
                 if drop:
@@ -248,11 +257,18 @@ class LinkProxy:
             self.forwarded[direction] += len(data)
             return data, drop
 
-    def _capture_requests(self, link: _Link, data: bytes) -> None:
+    def _capture_requests(self, link: _Link, data: bytes) -> bool:
+        """Keep the requests `data` completes that `capture` asks for; True to drop the link."""
+        drop = False
         for request_line, request in link.sent_tracker.feed(data):
             with self._lock:
                 if self._capture is not None and self._capture in request_line:
                     self.captured.append(request)
+                if self._drop is not None and self._drop in request_line:
+                    self._drop = None
+                    self.cuts += 1
+                    drop = True
+        return drop
 
     def _watch_requests(self, link: _Link, data: bytes) -> None:
         for request_line, _ in link.tracker.feed(data):
