@@ -1,7 +1,5 @@
 """Master and satellites as real server processes syncing over HTTP on 127.0.0.1."""
 
-import json
-import os
 import signal
 import sqlite3
 import threading
@@ -9,7 +7,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,18 +18,29 @@ import pytest
 from sync.client import MasterClient, SyncFailure
 from sync.protocol import PROTOCOL_MIN_VERSION, PROTOCOL_VERSION
 from sync.registry import STORE_TABLE_NAMES, TABLES_BY_NAME
-from tests.proxy import TO_CLIENT, TO_SERVER, LinkProxy
+from tests.proxy import TO_CLIENT, TO_SERVER
 from tests.servers import SYNC_PASSWORD, SYNC_USERNAME, Cluster, Site
+from tests.sync.realsites import (
+    MASTER_MODELS,
+    POSTGRES,
+    ProxiedCluster,
+    Rows,
+    assert_in_step,
+    client,
+    dump_all,
+    hex_id,
+    master_part,
+    shell,
+    sql,
+    store_part,
+    sync_fails,
+    sync_ok,
+)
 
 # sql() takes no parameters: queries embed only ids and codes these tests made themselves.
 # ruff: noqa: S608
 
 pytestmark = pytest.mark.servers
-
-POSTGRES = os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://"))
-MASTER_MODELS = ("stores.store", "stores.item", "stores.name")
-STORE_MODELS = ("stores.transaction", "stores.transactionline", "stores.stockline")
-Rows = list[dict[str, Any]]
 
 # Lockout window of the auth cluster's master: long enough for five failed logins and a sixth
 # try on a busy machine, short enough to wait out.
@@ -44,98 +52,8 @@ LINK_BATCH_SIZE = 300
 # --- helpers -------------------------------------------------------------------------------
 
 
-def sync_ok(site: Site) -> dict[str, Any]:
-    """Run sync_now on `site`; it must succeed. Returns its JSON report."""
-    report = site.manage_json("sync_now")
-    assert report["result"] == "success", report
-    return report
-
-
-def sync_fails(site: Site) -> dict[str, Any]:
-    """Run sync_now on `site`; it must exit non-zero with a plain message and no traceback."""
-    result = site.manage("sync_now", "--json", check=False)
-    assert result.returncode != 0, result.stdout
-    report = dict(json.loads(result.stdout.strip().splitlines()[-1]))
-    assert report["result"] == "failure", report
-    assert report["message"]
-    assert report["message"] in result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-    return report
-
-
-def shell(site: Site, code: str) -> str:
-    """Run Python in `manage.py shell` on `site`; returns what it printed."""
-    return site.manage("shell", "--no-imports", "-c", code).stdout.strip()
-
-
-def sql(site: Site, query: str) -> list[tuple[Any, ...]]:
-    """Like Site.sql, but read `site`'s database from this process: no Django start-up."""
-    if POSTGRES:
-        with psycopg.connect(site.database_url, autocommit=True) as connection:
-            return [tuple(row) for row in connection.execute(query).fetchall()]
-    path = site.database_url.removeprefix("sqlite:///")
-    with closing(sqlite3.connect(path, timeout=20)) as connection:
-        return [tuple(row) for row in connection.execute(query).fetchall()]
-
-
-def dump_all(site: Site) -> Rows:
-    return site.dump(*MASTER_MODELS, *STORE_MODELS)
-
-
-def master_part(rows: Rows) -> Rows:
-    return [row for row in rows if row["model"] in MASTER_MODELS]
-
-
-def store_pk(rows: Rows, code: str) -> str:
-    return next(
-        row["pk"]
-        for row in rows
-        if row["model"] == "stores.store" and row["fields"]["code"] == code
-    )
-
-
-def store_part(rows: Rows, code: str) -> Rows:
-    """Transactions, their lines and stock lines of store `code`."""
-    pk = store_pk(rows, code)
-    transactions = {
-        row["pk"]
-        for row in rows
-        if row["model"] == "stores.transaction" and row["fields"]["store"] == pk
-    }
-    return [
-        row
-        for row in rows
-        if (
-            row["model"] in ("stores.transaction", "stores.stockline")
-            and row["fields"]["store"] == pk
-        )
-        or (
-            row["model"] == "stores.transactionline"
-            and row["fields"]["transaction"] in transactions
-        )
-    ]
-
-
 def count(rows: Rows, model: str) -> int:
     return sum(1 for row in rows if row["model"] == model)
-
-
-def assert_in_step(master: Site, satellite: Site, code: str) -> tuple[Rows, Rows]:
-    """Master data equal record by record, store `code`'s data equal, and nothing else there."""
-    on_master, on_satellite = dump_all(master), dump_all(satellite)
-    assert master_part(on_satellite) == master_part(on_master)
-    assert store_part(on_satellite, code) == store_part(on_master, code)
-    store_rows = [row for row in on_satellite if row["model"] in STORE_MODELS]
-    assert store_rows == store_part(on_satellite, code), "another store's data on the satellite"
-    return on_master, on_satellite
-
-
-def point_at(satellite: Site, url: str) -> None:
-    """Make `url` the master's address in the satellite's Sync with list."""
-    satellite.manage("sync_peer", "remove", "--sync-id", "1")
-    satellite.manage(
-        "sync_peer", "add", "--sync-id", "1", "--name", "master", "--store", "S001", "--url", url
-    )
 
 
 def rebuild_satellite(cluster: Cluster, sync_id: int, url: str) -> Site:
@@ -153,20 +71,6 @@ def rebuild_satellite(cluster: Cluster, sync_id: int, url: str) -> Site:
         "sync_peer", "add", "--sync-id", "1", "--name", "master", "--store", "S001", "--url", url
     )
     return new
-
-
-def client(master: Site, sync_id: int = 2, **options: Any) -> MasterClient:
-    return MasterClient(
-        url=master.url,
-        sync_id=sync_id,
-        username=SYNC_USERNAME,
-        password=SYNC_PASSWORD,
-        **options,
-    )
-
-
-def hex_id(value: object) -> str:
-    return uuid.UUID(str(value)).hex
 
 
 def row(table: str, **values: Any) -> list[Any]:
@@ -263,25 +167,17 @@ def auth_cluster(workdir: Path) -> Cluster:
     return cluster
 
 
-class LinkCluster(Cluster):
-    """A master and satellite 2, which reaches the master only through `proxy`.
+def link_cluster(workdir: Path) -> ProxiedCluster:
+    """A master and satellite 2, which reaches the master only through the cluster's proxy.
 
     The satellite retries nothing within a run, so a cut ends the run and the next run resumes,
     and it pushes and pulls batches of LINK_BATCH_SIZE.
     """
-
-    def __init__(self, workdir: Path) -> None:
-        super().__init__(workdir, satellites=1)
-        self.satellites[0].extra_env.update(SYNC_BATCH_SIZE=str(LINK_BATCH_SIZE), SYNC_RETRIES="0")
-        self.proxy = LinkProxy(self.master.port, lifetime=1800)
-
-    def provision(self, **options: Any) -> None:
-        super().provision(**options)
-        point_at(self.satellites[0], self.proxy.url)
-
-    def destroy(self) -> None:
-        self.proxy.close()
-        super().destroy()
+    return ProxiedCluster(
+        workdir,
+        satellites=1,
+        satellite_env={"SYNC_BATCH_SIZE": str(LINK_BATCH_SIZE), "SYNC_RETRIES": "0"},
+    )
 
 
 def ready(cluster: Cluster) -> Cluster:
@@ -300,7 +196,7 @@ def provisioning(
 
     Provisioning costs some 15 s a cluster; the main cluster's tests run meanwhile.
     """
-    builders: dict[str, Callable[[Path], Cluster]] = {"auth": auth_cluster, "link": LinkCluster}
+    builders: dict[str, Callable[[Path], Cluster]] = {"auth": auth_cluster, "link": link_cluster}
     wanted = {
         name
         for item in request.session.items
@@ -762,10 +658,10 @@ def test_a_wrong_password_fails_plainly_then_locks_out_then_recovers(auth: Clust
 
 
 @pytest.fixture(scope="module")
-def link(provisioning: dict[str, Future[Cluster]]) -> LinkCluster:
-    """The link cluster (see LinkCluster), provisioned and synced once through its proxy."""
+def link(provisioning: dict[str, Future[Cluster]]) -> ProxiedCluster:
+    """The link cluster (see link_cluster), provisioned and synced once through its proxy."""
     cluster = provisioning["link"].result()
-    assert isinstance(cluster, LinkCluster)
+    assert isinstance(cluster, ProxiedCluster)
     return cluster
 
 
@@ -780,7 +676,7 @@ CUTS = [
 
 @pytest.mark.parametrize(("direction", "cut_after", "progress"), CUTS)
 def test_a_run_cut_mid_transfer_fails_plainly_and_the_next_run_resumes(
-    link: LinkCluster, direction: str, cut_after: int, progress: bool
+    link: ProxiedCluster, direction: str, cut_after: int, progress: bool
 ) -> None:
     master, satellite, proxy = link.master, link.satellites[0], link.proxy
     if direction == TO_SERVER:
@@ -854,7 +750,7 @@ def kill_when_integrating(site: Site, killed: threading.Event, done: threading.E
 
 
 def test_a_master_killed_mid_integration_gets_every_record_exactly_once(
-    link: LinkCluster,
+    link: ProxiedCluster,
 ) -> None:
     master, satellite, proxy = link.master, link.satellites[0], link.proxy
     satellite.manage("seed_demo", "--transactions", str(transactions_of(satellite, "S002") + 60))
@@ -886,7 +782,7 @@ def test_a_master_killed_mid_integration_gets_every_record_exactly_once(
 
 
 def test_a_satellite_rebuilt_from_empty_gets_its_store_data_back(
-    link: LinkCluster,
+    link: ProxiedCluster,
 ) -> None:
     master, old = link.master, link.satellites[0]
     if transactions_of(old, "S002") < 30:
