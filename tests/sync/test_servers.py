@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from sync.changes import Cursor
 from sync.client import MasterClient, SyncFailure
 from sync.protocol import PROTOCOL_MIN_VERSION, PROTOCOL_VERSION
 from sync.registry import STORE_TABLE_NAMES, TABLES_BY_NAME
@@ -117,6 +118,21 @@ def wire(
             for name, rows in upserts.items()
         ],
         "deletes": [{"table": name, "ids": ids} for name, ids in (deletes or {}).items()],
+    }
+
+
+def next_batch(sender: MasterClient) -> dict[str, Any]:
+    """Where a raw push as `sender` must sit: right after the master's record of its pushes.
+
+    Pass the result to push() with the batch id and changes.
+    """
+    record = sender.handshake()["push"]
+    start = Cursor.parse(str(record["end"]))
+    return {
+        "generation": record["generation"],
+        "start": str(start),
+        "end": str(Cursor(start.txid, start.seq + 3)),
+        "digest": uuid.uuid4().hex,
     }
 
 
@@ -366,28 +382,27 @@ def test_a_draft_deleted_on_a_satellite_disappears_from_the_master(initialised: 
     assert (sql(master, header), sql(master, lines)) == ([(0,)], [(0,)])
 
 
-def test_an_unused_item_deleted_on_the_master_disappears_from_the_satellites(
+def test_an_item_deleted_on_the_master_is_deactivated_once_satellites_may_hold_it(
     initialised: Cluster,
 ) -> None:
     master = initialised.master
-    item = "SELECT count(*) FROM stores_item WHERE code = 'D00001'"
-    shell(
-        master,
-        "from stores import services; "
-        "services.item_create(code='D00001', name='Povidone iodine 10%', unit='bottle')",
+    item = "SELECT code, active FROM stores_item WHERE code IN ('D00001', 'D00002')"
+    create = "from stores import services; services.item_create(code='{}', name='PVP', unit='ml')"
+    delete = (
+        "from stores import services; from stores.models import Item; "
+        "services.master_record_delete(record=Item.objects.get(code='{}'))"
     )
+    shell(master, create.format("D00001"))
     for satellite in initialised.satellites:
         sync_ok(satellite)
-        assert sql(satellite, item) == [(1,)]
-    shell(
-        master,
-        "from stores import services; from stores.models import Item; "
-        "services.master_record_delete(record=Item.objects.get(code='D00001'))",
-    )
-    assert sql(master, item) == [(0,)]
+        assert sql(satellite, item) == [("D00001", True)]
+    # D00001 has been served, D00002 never: only the second can be deleted outright.
+    shell(master, create.format("D00002") + "; " + delete.format("D00002"))
+    shell(master, delete.format("D00001"))
+    assert sql(master, item) == [("D00001", False)]
     for satellite in initialised.satellites:
-        assert sync_ok(satellite)["records_pulled"] == 1
-        assert sql(satellite, item) == [(0,)]
+        sync_ok(satellite)
+        assert sql(satellite, item) == [("D00001", False)]
 
 
 @pytest.fixture(scope="module")
@@ -488,7 +503,7 @@ def test_a_push_of_records_the_satellite_does_not_own_is_refused_whole(
     sender = client(master)
     try:
         with pytest.raises(SyncFailure) as refused:
-            sender.push(batch_id=uuid.uuid4().hex, changes=changes)
+            sender.push(batch_id=uuid.uuid4().hex, changes=changes, **next_batch(sender))
     finally:
         sender.close()
     assert (refused.value.status, refused.value.code) == (403, "forbidden_record")
@@ -552,42 +567,6 @@ def test_sync_status_shows_each_peers_last_contact_and_success_and_nothing_pendi
 def auth(provisioning: dict[str, Future[Cluster]]) -> Cluster:
     """The auth cluster (see auth_cluster), provisioned and synced once."""
     return provisioning["auth"].result()
-
-
-def test_a_resent_push_batch_changes_nothing(auth: Cluster) -> None:
-    master = auth.master
-    ((store,),) = sql(master, "SELECT id FROM stores_store WHERE code = 'S002'")
-    ((item,),) = sql(master, "SELECT id FROM stores_item WHERE code = 'I00004'")
-    ((name,),) = sql(master, "SELECT id FROM stores_name WHERE kind = 'supplier' LIMIT 1")
-    record = uuid.uuid4().hex
-    header = transaction_row(store=hex_id(store), name=hex_id(name), number=1, record_id=record)
-    lines = [line_row(transaction=record, item=hex_id(item), quantity=q) for q in (3, 4)]
-    batch = wire({"stores_transaction": [header], "stores_transactionline": lines})
-    altered_line = list(lines[0])
-    altered_line[TABLES_BY_NAME["stores_transactionline"].field_names.index("quantity")] = 99
-    changed = wire({"stores_transaction": [header], "stores_transactionline": [altered_line]})
-    batch_id = uuid.uuid4().hex
-    before = table_counts(master)
-    sender = client(master)
-    try:
-        first = sender.push(batch_id=batch_id, changes=batch)
-        after_first = table_counts(master)
-        again = sender.push(batch_id=batch_id, changes=batch)
-        altered = sender.push(batch_id=batch_id, changes=changed)
-    finally:
-        sender.close()
-    assert first == {"batch_id": batch_id, "applied": 3, "buffered": 0, "duplicate": False}
-    assert (
-        again == altered == {"batch_id": batch_id, "applied": 0, "buffered": 0, "duplicate": True}
-    )
-    # One transaction, two lines and their three change-log entries; the re-sends added nothing.
-    assert [b - a for a, b in zip(before, after_first, strict=True)] == [0, 0, 0, 1, 2, 0, 3]
-    assert table_counts(master) == after_first
-    quantities = (
-        "SELECT quantity FROM stores_transactionline "
-        f"WHERE transaction_id = '{record}' ORDER BY quantity"
-    )
-    assert sql(master, quantities) == [(3,), (4,)]
 
 
 def test_a_rebuilt_satellite_pushes_its_new_changes_though_its_change_log_restarted(
@@ -672,6 +651,52 @@ CUTS = [
     pytest.param(TO_CLIENT, 300, False, id="to-satellite-in-handshake"),
     pytest.param(TO_CLIENT, 11_500, True, id="to-satellite-in-second-pull-batch"),
 ]
+
+
+def test_a_resent_push_batch_changes_nothing(link: ProxiedCluster) -> None:
+    # Pushed as satellite 3, which this cluster's master lists but which never syncs itself: a
+    # batch the master applies advances its record of that satellite's pushes, and a real
+    # satellite would then see a push history it lacks.
+    master = link.master
+    master.manage(
+        "sync_peer", "add", "--sync-id", "3", "--name", "silent", "--store", "S003",
+        "--url", "http://127.0.0.1:9/",
+    )  # fmt: skip
+    ((store,),) = sql(master, "SELECT id FROM stores_store WHERE code = 'S003'")
+    ((item,),) = sql(master, "SELECT id FROM stores_item WHERE code = 'I00004'")
+    ((name,),) = sql(master, "SELECT id FROM stores_name WHERE kind = 'supplier' LIMIT 1")
+    record = uuid.uuid4().hex
+    header = transaction_row(store=hex_id(store), name=hex_id(name), number=1, record_id=record)
+    lines = [line_row(transaction=record, item=hex_id(item), quantity=q) for q in (3, 4)]
+    batch = wire({"stores_transaction": [header], "stores_transactionline": lines})
+    altered_line = list(lines[0])
+    altered_line[TABLES_BY_NAME["stores_transactionline"].field_names.index("quantity")] = 99
+    changed = wire({"stores_transaction": [header], "stores_transactionline": [altered_line]})
+    batch_id = uuid.uuid4().hex
+    before = table_counts(master)
+    sender = client(master, sync_id=3)
+    try:
+        position = next_batch(sender)
+        first = sender.push(batch_id=batch_id, changes=batch, **position)
+        after_first = table_counts(master)
+        again = sender.push(batch_id=batch_id, changes=batch, **position)
+        altered = sender.push(batch_id=batch_id, changes=changed, **position)
+    finally:
+        sender.close()
+
+    def outcome(answer: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(answer[key] for key in ("batch_id", "applied", "buffered", "duplicate"))
+
+    assert outcome(first) == (batch_id, 3, 0, False)
+    assert outcome(again) == outcome(altered) == (batch_id, 0, 0, True)
+    # One transaction, two lines and their three change-log entries; the re-sends added nothing.
+    assert [b - a for a, b in zip(before, after_first, strict=True)] == [0, 0, 0, 1, 2, 0, 3]
+    assert table_counts(master) == after_first
+    quantities = (
+        "SELECT quantity FROM stores_transactionline "
+        f"WHERE transaction_id = '{record}' ORDER BY quantity"
+    )
+    assert sql(master, quantities) == [(3,), (4,)]
 
 
 @pytest.mark.parametrize(("direction", "cut_after", "progress"), CUTS)
