@@ -2,7 +2,6 @@
 
 from typing import Any
 
-from django.db import DatabaseError, transaction
 from django.db.models import Q
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
@@ -12,12 +11,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from stores.models import Store
-
 from .auth import SyncAuthentication, SyncCaller, token_issue
-from .changes import ChangeSet, Cursor, WireError, changes_last, changes_page
-from .integration import OwnershipError, changeset_apply, changeset_check_ownership
-from .models import AppliedBatch, PeerState, SyncPeer
+from .changes import ChangeSet, Cursor, changes_last, changes_page
+from .models import PeerState
 from .protocol import (
     MAX_PULL_LIMIT,
     PROTOCOL_MIN_VERSION,
@@ -27,6 +23,7 @@ from .protocol import (
     SyncAPIError,
     version_mismatch,
 )
+from .push import PushRecord, peer_store, push_batch_apply
 from .registry import MASTER_DATA_SCOPE
 from .selectors import preferences_get
 
@@ -40,17 +37,8 @@ class ChangesField(serializers.JSONField):
     """A changeset: {"upserts": [{"table", "fields", "rows"}], "deletes": [{"table", "ids"}]}."""
 
 
-def peer_store(peer: SyncPeer) -> Store:
-    """The master's store that `peer` hosts, as the Sync with list names it."""
-    store = Store.objects.filter(code=peer.store_code).first()
-    if store is None:
-        raise SyncAPIError(
-            f"The master's Sync with entry for Sync ID {peer.sync_id} names store "
-            f"{peer.store_code!r}, which does not exist on the master: fix the entry there.",
-            "store_missing",
-            status.HTTP_409_CONFLICT,
-        )
-    return store
+class PushRecordField(serializers.JSONField):
+    """A place in a push history: {"generation", "start", "end", "digest"}."""
 
 
 class SyncAPIView(APIView):
@@ -103,6 +91,7 @@ class HandshakeView(SyncAPIView):
         protocol_max = serializers.IntegerField()
         store = StoreSerializer()
         token = serializers.CharField()
+        push = PushRecordField(help_text="The last batch the master applied from this satellite.")
 
     @extend_schema(
         request=InputSerializer,
@@ -128,22 +117,40 @@ class HandshakeView(SyncAPIView):
             "protocol_max": PROTOCOL_VERSION,
             "store": peer_store(caller.peer),
             "token": token_issue(sync_id=caller.sync_id),
+            "push": PushRecord.of(PeerState.objects.get(peer=caller.peer)).to_wire(),
         }
         return Response(self.OutputSerializer(result).data)
 
 
 class PushView(SyncAPIView):
-    """Apply a batch of the satellite's store data atomically and idempotently."""
+    """Apply a batch of the satellite's store data atomically, in order and once."""
 
     class InputSerializer(serializers.Serializer):
         batch_id = serializers.CharField(max_length=64)
+        generation = serializers.IntegerField(min_value=1, max_value=2**31 - 1)
+        start = serializers.CharField(max_length=41)
+        end = serializers.CharField(max_length=41)
+        digest = serializers.CharField(max_length=64, allow_blank=True)
         changes = ChangesField()
+
+        def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+            try:
+                data["record"] = PushRecord.from_wire(data)
+                data["changeset"] = ChangeSet.from_wire(data["changes"]).decode()
+            except ValueError as error:  # WireError included
+                raise SyncAPIError(str(error), "malformed", status.HTTP_400_BAD_REQUEST) from error
+            if data["record"].end < data["record"].start:
+                raise SyncAPIError(
+                    "The batch ends before it starts.", "malformed", status.HTTP_400_BAD_REQUEST
+                )
+            return data
 
     class OutputSerializer(serializers.Serializer):
         batch_id = serializers.CharField()
         applied = serializers.IntegerField()
         buffered = serializers.IntegerField()
         duplicate = serializers.BooleanField()
+        push = PushRecordField()
 
     @extend_schema(
         request=InputSerializer,
@@ -159,43 +166,23 @@ class PushView(SyncAPIView):
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        caller = self.caller(request)
-        batch_id = data.validated_data["batch_id"]
-        try:
-            changeset = ChangeSet.from_wire(data.validated_data["changes"])
-        except WireError as error:
-            raise SyncAPIError(str(error), "malformed", status.HTTP_400_BAD_REQUEST) from error
-        store = peer_store(caller.peer)
-        with transaction.atomic(durable=True):
-            # One integration at a time per satellite: the row lock queues its retries.
-            state = PeerState.objects.select_for_update().get(peer=caller.peer)
-            result = {"batch_id": batch_id, "applied": 0, "buffered": 0, "duplicate": True}
-            if not AppliedBatch.objects.filter(sync_id=caller.sync_id, batch_id=batch_id).exists():
-                try:
-                    changeset_check_ownership(changeset=changeset, store_id=store.pk)
-                except OwnershipError as error:
-                    raise SyncAPIError(str(error), "forbidden_record", 403) from error
-                except WireError as error:
-                    raise SyncAPIError(str(error), "malformed", 400) from error
-                try:
-                    applied = changeset_apply(changeset=changeset, source_site=caller.sync_id)
-                except DatabaseError as error:
-                    # A row the master's constraints refuse (a zero quantity, a transaction
-                    # number taken twice) needs a typed answer: a satellite reads a 500 page as
-                    # a wrong URL.
-                    raise SyncAPIError(
-                        f"The master refused a record of this batch: {error}. Correct it on the "
-                        "satellite; the batch is retried at the next sync.",
-                        "rejected_record",
-                        status.HTTP_409_CONFLICT,
-                    ) from error
-                AppliedBatch.objects.create(
-                    sync_id=caller.sync_id, batch_id=batch_id, records=len(changeset)
-                )
-                state.records_received += len(changeset)
-                state.save(update_fields=["records_received"])
-                result.update(applied=applied.applied, buffered=applied.buffered, duplicate=False)
-        return Response(self.OutputSerializer(result).data)
+        outcome = push_batch_apply(
+            peer=self.caller(request).peer,
+            batch_id=data.validated_data["batch_id"],
+            record=data.validated_data["record"],
+            changeset=data.validated_data["changeset"],
+        )
+        return Response(
+            self.OutputSerializer(
+                {
+                    "batch_id": data.validated_data["batch_id"],
+                    "applied": outcome.applied,
+                    "buffered": 0,
+                    "duplicate": outcome.duplicate,
+                    "push": outcome.record.to_wire(),
+                }
+            ).data
+        )
 
 
 class PullView(SyncAPIView):
@@ -205,6 +192,9 @@ class PullView(SyncAPIView):
         cursor = serializers.CharField(default="0.0")
         limit = serializers.IntegerField(min_value=1, max_value=MAX_PULL_LIMIT, default=2000)
         initial = serializers.BooleanField(default=False)
+        store_only = serializers.BooleanField(
+            default=False, help_text="Only this satellite's own store data (healing a restore)."
+        )
 
         def validate_cursor(self, value: str) -> Cursor:
             try:
@@ -231,7 +221,9 @@ class PullView(SyncAPIView):
             served_txid=served.txid, served_seq=served.seq
         )
         scope = MASTER_DATA_SCOPE
-        if query.validated_data["initial"]:
+        if query.validated_data["store_only"]:
+            scope = Q(store_id=peer_store(caller.peer).pk)
+        elif query.validated_data["initial"]:
             scope |= Q(store_id=peer_store(caller.peer).pk)
         page = changes_page(cursor, scope, query.validated_data["limit"])
         # The requested cursor is what the satellite has applied: it tells what it still lacks.

@@ -1,6 +1,7 @@
 """Reading the change log and turning changes into the compact changesets sent on the wire."""
 
 import functools
+import hashlib
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -76,6 +77,25 @@ def changes_last() -> Cursor:
     return Cursor(*last) if last else Cursor()
 
 
+def changes_digest(changes: Iterable[tuple[int, int, str, uuid.UUID, str]]) -> str:
+    """A fingerprint of change-log entries (txid, seq, table, record id, action).
+
+    Two logs with the same entries at the same positions have the same digest: a satellite that
+    still holds the batch the master last applied recognises it, a restored one does not.
+    """
+    digest = hashlib.sha256()
+    for txid, seq, table_name, record_id, action in changes:
+        digest.update(f"{txid}.{seq}:{table_name}:{record_id.hex}:{action};".encode())
+    return digest.hexdigest()[:32]
+
+
+def range_digest(start: Cursor, end: Cursor, scope: Q) -> str:
+    """The digest of this site's changes in (start, end] within `scope`."""
+    until = RawSQL("(txid, seq) <= (%s, %s)", (end.txid, end.seq), BooleanField())
+    changes = changes_since(start, scope).filter(until)
+    return changes_digest(changes.values_list("txid", "seq", "table_name", "record_id", "action"))
+
+
 @dataclass
 class ChangePage:
     """One page of changes as a changeset, where the next page starts, and how much is left."""
@@ -84,6 +104,8 @@ class ChangePage:
     start: Cursor
     end: Cursor
     remaining: int
+    # changes_digest of the page's change-log entries.
+    digest: str = ""
 
 
 def changes_page(cursor: Cursor, scope: Q, limit: int) -> ChangePage:
@@ -99,7 +121,7 @@ def changes_page(cursor: Cursor, scope: Q, limit: int) -> ChangePage:
     changeset = changeset_build(
         (table, record_id, action) for _, _, table, record_id, action in rows
     )
-    return ChangePage(changeset, cursor, end, remaining)
+    return ChangePage(changeset, cursor, end, remaining, changes_digest(rows))
 
 
 def pk_in(model: type[models.Model], ids: Iterable[uuid.UUID]) -> Q | RawSQL:
@@ -204,6 +226,12 @@ class ChangeSet:
             changeset.deletes.setdefault(table.name, []).extend(_uuid(table, i) for i in ids)
         return changeset
 
+    def decode(self) -> "ChangeSet":
+        """Decode every row now; raises WireError naming the first bad value."""
+        for table in SYNCED_TABLES:
+            self.rows(table)
+        return self
+
     def rows(self, table: SyncedTable) -> list[list[Any]]:
         """The upserted rows of `table` with their values as Python types (decoded once)."""
         if table.name not in self._decoded:
@@ -252,7 +280,7 @@ def changeset_build(changes: Iterable[tuple[str, uuid.UUID, str]]) -> ChangeSet:
     """The current state of every (table, record id, action) change: one row or tombstone each.
 
     A record changed many times travels once; one deleted since is left out, as its tombstone
-    follows at a later cursor.
+    follows at a later cursor; one deleted and held again travels as it is now.
     """
     last_action: dict[str, dict[uuid.UUID, str]] = {}
     for table_name, record_id, action in changes:
@@ -262,6 +290,16 @@ def changeset_build(changes: Iterable[tuple[str, uuid.UUID, str]]) -> ChangeSet:
         actions = last_action.get(table.name, {})
         upserted = [rid for rid, action in actions.items() if action == ChangeAction.UPSERT]
         deleted = [rid for rid, action in actions.items() if action == ChangeAction.DELETE]
+        if deleted:
+            # A record this site holds again (healing took back the master's copy of a record
+            # deleted here) travels as it is now, never as a tombstone.
+            back = set(
+                table.model._default_manager.filter(pk_in(table.model, deleted))
+                .order_by()
+                .values_list("pk", flat=True)
+            )
+            upserted += [rid for rid in deleted if rid in back]
+            deleted = [rid for rid in deleted if rid not in back]
         if upserted:
             encoders = [_encoder(model_field) for model_field in table.fields]
             changeset.upserts[table.name] = [

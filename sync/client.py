@@ -6,20 +6,31 @@ import http.client
 import json
 import socket
 import time
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlencode, urlsplit
 
-from .protocol import API_PREFIX, PROTOCOL_VERSION, SYNC_ID_HEADER, VERSION_HEADER
+from .changes import ChangeSet, Cursor
+from .protocol import API_PREFIX, MAX_PULL_LIMIT, PROTOCOL_VERSION, SYNC_ID_HEADER, VERSION_HEADER
 
 
 class SyncFailure(Exception):
     """A sync step that failed, with a stable code and a message saying what to do."""
 
-    def __init__(self, code: str, message: str, status: int | None = None) -> None:
+    def __init__(
+        self, code: str, message: str, status: int | None = None, answer: Any = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status
+        # The master's whole error answer, for codes that carry more (stale_batch's record).
+        self.answer = answer or {}
+
+
+class PulledPage(NamedTuple):
+    changeset: ChangeSet
+    next_cursor: Cursor
+    remaining: int
 
 
 class MasterClient:
@@ -153,6 +164,7 @@ class MasterClient:
                 str(data.get("code", "error")),
                 str(data.get("message", "The master refused the request.")),
                 response.status,
+                data,
             )
         return data
 
@@ -168,9 +180,47 @@ class MasterClient:
         self.token = str(answer["token"])
         return answer
 
-    def push(self, *, batch_id: str, changes: dict[str, Any]) -> dict[str, Any]:
-        return self.request("POST", "push/", body={"batch_id": batch_id, "changes": changes})
+    def push(
+        self,
+        *,
+        batch_id: str,
+        changes: dict[str, Any],
+        generation: int,
+        start: str,
+        end: str,
+        digest: str,
+    ) -> dict[str, Any]:
+        """Send one batch with its place in this satellite's push history (sync.push)."""
+        body = {
+            "batch_id": batch_id,
+            "generation": generation,
+            "start": start,
+            "end": end,
+            "digest": digest,
+            "changes": changes,
+        }
+        return self.request("POST", "push/", body=body)
 
-    def pull(self, *, cursor: str, limit: int, initial: bool) -> dict[str, Any]:
-        query = {"cursor": cursor, "limit": limit, "initial": "true" if initial else "false"}
-        return self.request("GET", "pull/", query=query)
+    def pull(
+        self, *, cursor: Cursor, limit: int, initial: bool, store_only: bool = False
+    ) -> PulledPage:
+        """One page of changes after `cursor`, read and checked."""
+        query = {
+            "cursor": str(cursor),
+            "limit": min(limit, MAX_PULL_LIMIT),
+            "initial": "true" if initial else "false",
+            "store_only": "true" if store_only else "false",
+        }
+        answer = self.request("GET", "pull/", query=query)
+        try:
+            return PulledPage(
+                ChangeSet.from_wire(answer["changes"]),
+                Cursor.parse(str(answer["next_cursor"])),
+                int(answer["remaining"]),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise SyncFailure(
+                "bad_answer",
+                f"The master sent a pull answer this satellite cannot read ({error}). Install "
+                "the same msupply-sync release on both servers.",
+            ) from error

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 
 from .capture import changes_from
 from .changes import ChangeSet, pk_in
@@ -109,32 +109,141 @@ def _split_by_parents(
     return ready, waiting
 
 
+def _move_aside(table: SyncedTable, rows: list[list[Any]]) -> None:
+    """Give a placeholder to local rows holding a unique key that an incoming row of another id
+    claims, so codes swapped or re-used (item codes, transaction numbers) apply in any order and
+    any page split. A moved row gets its own value back when its own change arrives, later in
+    this changeset or in a later page, as every change after the page's read follows it.
+    """
+    if not rows or not table.unique_keys:
+        return
+    manager = table.model._default_manager
+    for key in table.unique_keys:
+        positions = [table.position(attname) for attname in key]
+        claims = {row[0]: tuple(row[p] for p in positions) for row in rows}
+        # Only a new row, or one whose key changes, can meet a key held by another row.
+        for pk, *held in manager.filter(pk_in(table.model, claims)).values_list("pk", *key):
+            if claims[pk] == tuple(held):
+                del claims[pk]
+        if not claims:
+            continue
+        claimed_by = {values: pk for pk, values in claims.items()}
+        lookup = {
+            f"{attname}__in": {values[i] for values in claimed_by} for i, attname in enumerate(key)
+        }
+        in_the_way = [
+            pk
+            for pk, *held in manager.filter(**lookup).values_list("pk", *key)
+            if claimed_by.get(tuple(held), pk) != pk
+        ]
+        if in_the_way:
+            _set_aside(table, key, in_the_way, claimed_by)
+
+
+def _set_aside(
+    table: SyncedTable,
+    key: tuple[str, ...],
+    ids: list[uuid.UUID],
+    claimed: dict[tuple[Any, ...], uuid.UUID],
+) -> None:
+    """Move rows `ids` off `key`: a text column gets "~" and the id, a number one past both the
+    highest held and the highest `claimed` in its group (a transaction number in its store)."""
+    model = table.model
+    fields = [table.fields[table.position(attname)] for attname in key]
+    text = next((f for f in reversed(fields) if isinstance(f, models.CharField)), None)
+    if text is not None:
+        length = text.max_length or 32
+        moved = [model(pk=pk, **{text.attname: f"~{pk.hex[: length - 1]}"}) for pk in ids]
+        model._default_manager.bulk_update(moved, [text.attname])
+        return
+    number, group = fields[-1], [f.attname for f in fields[:-1]]
+    rows = model._default_manager.filter(pk__in=ids).values_list("pk", *group)
+    groups = {tuple(values) for _, *values in rows}
+    top = {
+        tuple(entry[g] for g in group): entry["top"] or 0
+        for entry in model._default_manager.filter(
+            **{f"{g}__in": {values[i] for values in groups} for i, g in enumerate(group)}
+        )
+        .order_by()
+        .values(*group)
+        .annotate(top=models.Max(number.attname))
+    }
+    for values in claimed:
+        top[values[:-1]] = max(top.get(values[:-1], 0), values[-1])
+    moved = []
+    for pk, *values in rows:
+        top[tuple(values)] = top.get(tuple(values), 0) + 1
+        moved.append(model(pk=pk, **{number.attname: top[tuple(values)]}))
+    model._default_manager.bulk_update(moved, [number.attname])
+
+
+def _delete(table: SyncedTable, ids: list[uuid.UUID]) -> None:
+    """Delete records by id; master data that local history still points at is deactivated.
+
+    The master deactivates records a satellite may hold instead of deleting them; this covers a
+    delete that raced a satellite's use of the record, so it never fails on a protected row.
+    """
+    manager = table.model._default_manager
+    if table.is_master_data:
+        referenced: set[uuid.UUID] = set()
+        for child in SYNCED_TABLES:
+            for column, parent in child.foreign_keys:
+                if parent is table:
+                    referenced |= set(
+                        child.model._default_manager.filter(**{f"{column}__in": ids})
+                        .order_by()
+                        .values_list(column, flat=True)
+                        .distinct()
+                    )
+        if referenced:
+            manager.filter(pk__in=referenced).update(active=False)
+            ids = [record_id for record_id in ids if record_id not in referenced]
+    manager.filter(pk__in=ids).delete()
+
+
 def _apply_once(changeset: ChangeSet, source_site: int) -> tuple[int, list[BufferedRecord]]:
-    ready, waiting = _split_by_parents(changeset)
+    # Deletes first, children before parents: a code or number freed by a delete is then free
+    # for the record that re-uses it in the same changeset.
     applied = 0
-    for table in SYNCED_TABLES:
-        if ready.get(table.name):
-            _upsert(table, ready[table.name])
-            applied += len(ready[table.name])
     for table in reversed(SYNCED_TABLES):
         ids = changeset.deletes.get(table.name)
         if ids:
-            table.model._default_manager.filter(pk__in=ids).delete()
+            _delete(table, ids)
             applied += len(ids)
+    ready, waiting = _split_by_parents(changeset)
+    for table in SYNCED_TABLES:
+        if ready.get(table.name):
+            _move_aside(table, ready[table.name])
+            _upsert(table, ready[table.name])
+            applied += len(ready[table.name])
     for record in waiting:
         record.source_site = source_site
     return applied, waiting
 
 
+class MissingParentError(LookupError):
+    """A pushed record whose parent the master does not hold."""
+
+
 @transaction.atomic
-def changeset_apply(*, changeset: ChangeSet, source_site: int) -> ApplyResult:
+def changeset_apply(*, changeset: ChangeSet, source_site: int, buffer: bool = True) -> ApplyResult:
     """Apply a received changeset atomically, marked as coming from `source_site`.
 
-    Records whose parent is missing wait in the buffer; every call retries the buffer, so they
-    are applied as soon as a later batch brings the parent, and they never block the rest.
+    With `buffer` (pulls), records whose parent is missing wait in the buffer; every call retries
+    the buffer, so they are applied as soon as a later batch brings the parent, and they never
+    block the rest. Without it (pushes, which a satellite sends in change order), a missing
+    parent raises MissingParentError naming the record, and nothing is applied.
     """
     with changes_from(source_site):
         applied, waiting = _apply_once(changeset, source_site)
+        if not buffer:
+            if waiting:
+                first = waiting[0]
+                raise MissingParentError(
+                    f"{first.table_name} {first.record_id} points at a record the master does "
+                    f"not hold ({first.error})"
+                )
+            return ApplyResult(applied=applied)
         _buffer_forget(changeset)
         _buffer_store(waiting)
         applied += _buffer_retry()

@@ -266,6 +266,8 @@ class SyncTrigger(models.TextChoices):
     SCHEDULE = "schedule", "Schedule"
     BUTTON = "button", "Sync now button"
     COMMAND = "command", "sync_now command"
+    # On the master: an event of a satellite's exchange, such as a new push history.
+    SATELLITE = "satellite", "Satellite request"
 
 
 class SyncLog(models.Model):

@@ -1,6 +1,7 @@
 """Protocol constants, typed errors and the wire helpers shared by the master and satellites."""
 
 import io
+import logging
 import zlib
 from typing import Any
 
@@ -11,8 +12,11 @@ from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
-PROTOCOL_VERSION = 1
-PROTOCOL_MIN_VERSION = 1
+logger = logging.getLogger(__name__)
+
+# Version 2: pushes carry their place in the satellite's push history (sync.push).
+PROTOCOL_VERSION = 2
+PROTOCOL_MIN_VERSION = 2
 API_PREFIX = "/api/sync/v1/"
 SYNC_ID_HEADER = "X-Sync-Id"
 VERSION_HEADER = "X-Sync-Protocol"
@@ -82,7 +86,20 @@ class GzipJSONParser(JSONParser):
         meta = request.META if request is not None else {}
         if int(meta.get("CONTENT_LENGTH") or 0) > limit:
             raise PayloadTooLarge(limit)
-        body = stream.read(limit + 1) if stream is not None else b""
+        try:
+            body = stream.read(limit + 1) if stream is not None else b""
+        except OSError as error:  # Django's UnreadablePostError: the link dropped mid-upload
+            logger.warning(
+                "A sync upload from %s was cut before its end (%s).",
+                meta.get("REMOTE_ADDR", "an unknown address"),
+                error or error.__class__.__name__,
+            )
+            raise SyncAPIError(
+                "The upload stopped before its end (the link dropped). Nothing of it was "
+                "applied; the satellite sends it again at its next try.",
+                "upload_incomplete",
+                status.HTTP_400_BAD_REQUEST,
+            ) from None
         if len(body) > limit:
             raise PayloadTooLarge(limit)
         if meta.get("HTTP_CONTENT_ENCODING", "").lower() == "gzip":

@@ -44,6 +44,22 @@ class SyncedTable:
         return self.field_names.index(attname)
 
     @cached_property
+    def unique_keys(self) -> list[tuple[str, ...]]:
+        """Column sets besides the primary key that no two rows may share (codes, numbers)."""
+        keys: list[tuple[str, ...]] = [
+            (field.attname,) for field in self.fields if field.unique and not field.primary_key
+        ]
+        keys += [
+            tuple(self._attname(name) for name in constraint.fields)
+            for constraint in self.model._meta.constraints
+            if isinstance(constraint, models.UniqueConstraint) and constraint.fields
+        ]
+        return keys
+
+    def _attname(self, name: str) -> str:
+        return next(field.attname for field in self.fields if name in (field.name, field.attname))
+
+    @cached_property
     def foreign_keys(self) -> list[tuple[str, "SyncedTable"]]:
         """(column, parent table) for every foreign key to another synced table."""
         return [

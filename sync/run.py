@@ -1,19 +1,24 @@
 """One satellite sync run: handshake, push, then pull; the one call every front door uses."""
 
+import enum
 import hashlib
 import json
 import logging
+import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from .changes import ChangePage, ChangeSet, Cursor, changes_page
-from .client import MasterClient, SyncFailure
+from .changes import ChangePage, Cursor, changes_page, range_digest
+from .client import MasterClient, PulledPage, SyncFailure
+from .heal import store_heal
 from .integration import changeset_apply
 from .locks import lock_acquire, lock_release, lock_renew
 from .models import (
@@ -25,7 +30,8 @@ from .models import (
     SyncResult,
     SyncTrigger,
 )
-from .protocol import MAX_PULL_LIMIT, PROTOCOL_VERSION
+from .protocol import PROTOCOL_VERSION
+from .push import PushRecord
 from .registry import LOCAL_STORE_DATA_SCOPE
 from .selectors import preferences_get
 
@@ -35,6 +41,9 @@ Progress = Callable[[str], None]
 
 
 RUN_LOCK = "sync_run"
+# A failed push ends the run here only when the master cannot be reached at all; otherwise the
+# pull still runs, so master data keeps arriving while a store record is in trouble.
+LINK_FAILURES = {"unreachable", "timeout", "wrong_url"}
 
 
 class SyncAlreadyRunning(Exception):
@@ -48,6 +57,22 @@ def _quiet(message: str) -> None:
     """Default progress sink: runs from Celery have nobody to tell."""
 
 
+@dataclass
+class Run:
+    """A run under way: its log row, and the client and peer state once they exist."""
+
+    log: SyncLog
+    progress: Progress
+    client: MasterClient | None = None
+    state: PeerState | None = None
+    # Plain-language notes for the log's message, such as what healing a restore kept.
+    notes: list[str] = field(default_factory=list)
+
+    def step(self, step: str) -> None:
+        self.log.step = step
+        self.log.save(update_fields=["step"])
+
+
 def sync_run(
     *,
     trigger: str = SyncTrigger.COMMAND,
@@ -59,91 +84,129 @@ def sync_run(
 
     Raises SyncAlreadyRunning, and does nothing else, while another run holds the lease.
     """
-    holder = uuid.uuid4().hex
-    ttl = settings.SYNC_LOCK_TTL_SECONDS
+    with _lease(), _logged_run(trigger, request_id, progress) as run:
+        _sync_steps(run, protocol_version)
+    return run.log
+
+
+@contextmanager
+def _lease() -> Iterator[None]:
+    """Hold the run lease for the whole run, renewed in the background however long a request
+    waits (a read timeout times retries outlasts any fixed lease), so two runs never overlap.
+    Only a dead process stops renewing, and its lease expires after SYNC_LOCK_TTL_SECONDS.
+    """
+    holder, ttl = uuid.uuid4().hex, settings.SYNC_LOCK_TTL_SECONDS
     if not lock_acquire(name=RUN_LOCK, holder=holder, ttl_seconds=ttl):
         raise SyncAlreadyRunning
-
-    def heartbeat(message: str) -> None:
-        # Every batch renews the lease, so only a dead run's lease runs out.
-        lock_renew(name=RUN_LOCK, holder=holder, ttl_seconds=ttl)
-        progress(message)
-
+    done = threading.Event()
+    keeper = threading.Thread(
+        target=_lease_keep, args=(holder, ttl, done), name="sync-lease", daemon=True
+    )
+    keeper.start()
     try:
-        return _run(trigger, request_id, heartbeat, protocol_version)
+        yield
     finally:
+        done.set()
+        keeper.join(timeout=ttl)
         lock_release(name=RUN_LOCK, holder=holder)
 
 
-def _run(trigger: str, request_id: str, progress: Progress, protocol_version: int) -> SyncLog:
+def _lease_keep(holder: str, ttl: float, done: threading.Event) -> None:
+    try:
+        while not done.wait(ttl / 4):
+            try:
+                lock_renew(name=RUN_LOCK, holder=holder, ttl_seconds=ttl)
+            except DatabaseError:
+                logger.warning("Could not renew the sync run lease; trying again.", exc_info=True)
+    finally:
+        connection.close()
+
+
+@contextmanager
+def _logged_run(trigger: str, request_id: str, progress: Progress) -> Iterator[Run]:
+    """The run's log row, owned here: created first, and finished and saved whatever happens."""
     # Holding the lease proves no other run is alive: a run still marked running has died.
     SyncLog.objects.filter(result=SyncResult.RUNNING).update(
         result=SyncResult.FAILURE,
         ended_at=timezone.now(),
         error_code="interrupted",
-        message="This run stopped before it ended (its process was stopped or crashed). The "
-        "next run resumed where it stopped.",
+        message="This run stopped before it ended (its process was stopped or crashed). What "
+        "it had committed stays; the next run carried on from there.",
     )
-    preferences = preferences_get()
-    log = SyncLog.objects.create(
-        peer_sync_id=MASTER_SYNC_ID,
-        started_at=timezone.now(),
-        trigger=trigger,
-        request_id=request_id,
+    run = Run(
+        log=SyncLog.objects.create(
+            peer_sync_id=MASTER_SYNC_ID,
+            started_at=timezone.now(),
+            trigger=trigger,
+            request_id=request_id,
+        ),
+        progress=progress,
     )
-    client: MasterClient | None = None
-    state: PeerState | None = None
     try:
-        if preferences.is_master:
-            raise SyncFailure(
-                "is_master",
-                "This server is the master (Sync ID 1): satellites start syncs, the master waits "
-                "for them.",
-            )
-        peer, state = _master_peer()
-        client = _client(preferences, peer, state, protocol_version)
-        _step(log, "handshake")
-        answer = client.handshake()
-        state.auth_token = client.token
-        state.hosted_store_id = answer["store"]["id"]
-        state.last_contact_at = timezone.now()
-        state.save()
-        progress(f"Connected to the master; this satellite hosts store {answer['store']['code']}.")
-        _step(log, "push")
-        _push(client, state, log, progress)
-        _step(log, "pull")
-        _pull(client, state, log, progress)
-        log.result = SyncResult.SUCCESS
-        state.last_success_at = timezone.now()
-        state.last_error = ""
+        yield run
+        run.log.result = SyncResult.SUCCESS
     except SyncFailure as failure:
-        log.result = SyncResult.FAILURE
-        log.error_code = failure.code
-        log.message = failure.message
-        if state is not None:
-            state.last_error = failure.message
+        _failed(run, failure.code, failure.message)
     except Exception as error:
         # A bug or a database failure: record it where operators look, keep the traceback.
-        logger.exception("Sync run %s failed unexpectedly", log.pk)
-        log.result = SyncResult.FAILURE
-        log.error_code = "internal_error"
-        log.message = (
+        logger.exception("Sync run %s failed unexpectedly", run.log.pk)
+        _failed(
+            run,
+            "internal_error",
             f"The sync stopped on an unexpected error ({error.__class__.__name__}: {error}). "
-            "The next run resumes where this one stopped; if it happens again, send the server "
-            "log to your support team."
+            "What the failed step was doing was not applied. Send the server log to your "
+            "support team: if it happens at every run, it needs a fix.",
         )
-        if state is not None:
-            state.last_error = log.message
     finally:
-        log.ended_at = timezone.now()
-        if client is not None:
-            client.close()
-            log.bytes_sent = client.bytes_sent
-            log.bytes_received = client.bytes_received
-        log.save()
-        if state is not None:
-            state.save(update_fields=["last_success_at", "last_error", "auth_token"])
-    return log
+        _finish(run)
+
+
+def _failed(run: Run, code: str, message: str) -> None:
+    run.log.result = SyncResult.FAILURE
+    run.log.error_code = code
+    run.log.message = message
+
+
+def _finish(run: Run) -> None:
+    log = run.log
+    log.ended_at = timezone.now()
+    log.message = " ".join(filter(None, [log.message, *run.notes]))
+    if run.client is not None:
+        run.client.close()
+        log.bytes_sent = run.client.bytes_sent
+        log.bytes_received = run.client.bytes_received
+    log.save()
+    if run.state is not None:
+        outcome: dict[str, Any] = {"last_error": "" if log.error_code == "" else log.message}
+        if log.result == SyncResult.SUCCESS:
+            outcome["last_success_at"] = log.ended_at
+        PeerState.objects.filter(pk=run.state.pk).update(**outcome)
+
+
+def _sync_steps(run: Run, protocol_version: int) -> None:
+    preferences = preferences_get()
+    if preferences.is_master:
+        raise SyncFailure(
+            "is_master",
+            "This server is the master (Sync ID 1): satellites start syncs, the master waits "
+            "for them.",
+        )
+    peer, state = _master_peer()
+    run.state = state
+    client = run.client = _client(preferences, peer, state, protocol_version)
+    master_record = _handshake(run, client, state)
+    try:
+        _push(run, client, state, master_record)
+    except SyncFailure as failure:
+        if failure.code in LINK_FAILURES:
+            raise
+        _pull(run, client, state)
+        raise SyncFailure(
+            failure.code,
+            f"{failure.message} Master data was still received: the pull after the push went "
+            "through.",
+        ) from failure
+    _pull(run, client, state)
 
 
 def _master_peer() -> tuple[SyncPeer, PeerState]:
@@ -201,9 +264,80 @@ def connection_test() -> str:
     )
 
 
-def _step(log: SyncLog, step: str) -> None:
-    log.step = step
-    log.save(update_fields=["step"])
+def _handshake(run: Run, client: MasterClient, state: PeerState) -> PushRecord:
+    """Introduce this satellite; returns the master's record of its push history."""
+    run.step("handshake")
+    answer = client.handshake()
+    state.auth_token = client.token
+    state.hosted_store_id = answer["store"]["id"]
+    state.last_contact_at = timezone.now()
+    state.save(update_fields=["auth_token", "hosted_store_id", "last_contact_at"])
+    run.progress(f"Connected to the master; this satellite hosts store {answer['store']['code']}.")
+    return _master_record(answer)
+
+
+def _master_record(answer: dict[str, Any]) -> PushRecord:
+    try:
+        return PushRecord.from_wire(answer.get("push"))
+    except ValueError as error:
+        raise SyncFailure(
+            "bad_answer",
+            f"The master's answer has no readable push record ({error}). Install the same "
+            "msupply-sync release on both servers.",
+        ) from error
+
+
+class History(enum.Enum):
+    """How this satellite's push history stands against the master's record of it."""
+
+    IN_STEP = "in step"
+    # The master applied the batch this satellite last sent but the answer was lost (or the
+    # master is behind, restored): carry on from the master's end.
+    CARRY_ON = "carry on"
+    # A history the master has not seen yet: the next push opens it.
+    NEW = "new"
+    # The master holds changes from this satellite that it no longer has: restored or rebuilt.
+    RESTORED = "restored"
+
+
+def history_compare(*, state: PeerState, master: PushRecord) -> History:
+    """Compare this satellite's push cursor and change log with the master's record."""
+    own = Cursor(state.push_txid, state.push_seq)
+    if master.generation == 0 or state.push_generation > master.generation:
+        return History.NEW
+    if state.push_generation == master.generation:
+        if own == master.end:
+            return History.IN_STEP
+        if own > master.end:
+            return History.CARRY_ON
+        if own == master.start and (
+            range_digest(master.start, master.end, LOCAL_STORE_DATA_SCOPE) == master.digest
+        ):
+            return History.CARRY_ON
+    # Never initialised: a rebuilt satellite, whose initial pull brings its store data back.
+    return History.RESTORED if state.initialised else History.NEW
+
+
+def _history_settle(run: Run, client: MasterClient, state: PeerState, master: PushRecord) -> None:
+    """Bring this satellite's push history in line with the master's record, healing a restore."""
+    verdict = history_compare(state=state, master=master)
+    if verdict is History.CARRY_ON:
+        state.push_txid, state.push_seq = master.end
+    elif verdict is History.NEW:
+        state.push_generation = max(state.push_generation, master.generation + 1)
+    elif verdict is History.RESTORED:
+        run.step("restore")
+        logger.warning("This satellite was restored from a backup: healing from the master.")
+        report = store_heal(
+            client=client,
+            store_id=uuid.UUID(str(state.hosted_store_id)),
+            since=Cursor(state.push_txid, state.push_seq),
+            progress=run.progress,
+            batch_size=settings.SYNC_BATCH_SIZE,
+        )
+        run.notes.append(report.message)
+        state.push_generation = master.generation + 1
+    state.save(update_fields=["push_txid", "push_seq", "push_generation"])
 
 
 def push_batch_id(sync_id: int, start: Cursor, end: Cursor, changes: dict[str, Any]) -> str:
@@ -217,12 +351,37 @@ def push_batch_id(sync_id: int, start: Cursor, end: Cursor, changes: dict[str, A
     return hashlib.sha256(f"{sync_id}:{start}:{end}:{content}".encode()).hexdigest()[:32]
 
 
-def _push(client: MasterClient, state: PeerState, log: SyncLog, progress: Progress) -> None:
+def _push(run: Run, client: MasterClient, state: PeerState, master: PushRecord) -> None:
+    """Send this satellite's changes in order; a stale answer is settled once, then retried."""
+    run.step("push")
+    _history_settle(run, client, state, master)
+    try:
+        _push_batches(run, client, state, master)
+    except SyncFailure as failure:
+        if failure.code != "stale_batch":
+            raise
+        # A late copy of an earlier batch got there first: count it as acknowledged only if
+        # the master's record matches this satellite's log.
+        master = _master_record(failure.answer)
+        _history_settle(run, client, state, master)
+        _push_batches(run, client, state, master)
+
+
+def _push_batches(run: Run, client: MasterClient, state: PeerState, master: PushRecord) -> None:
+    log = run.log
+    # A new history is opened on the master even when there is nothing to send.
+    opening = state.push_generation > master.generation
+
     def send(page: ChangePage) -> None:
-        if len(page.changeset):
-            changes = page.changeset.to_wire()
-            batch_id = push_batch_id(client.sync_id, page.start, page.end, changes)
-            client.push(batch_id=batch_id, changes=changes)
+        changes = page.changeset.to_wire()
+        client.push(
+            batch_id=push_batch_id(client.sync_id, page.start, page.end, changes),
+            changes=changes,
+            generation=state.push_generation,
+            start=str(page.start),
+            end=str(page.end),
+            digest=page.digest,
+        )
 
     # While the master applies one batch, the next one is read here.
     sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-push")
@@ -232,7 +391,8 @@ def _push(client: MasterClient, state: PeerState, log: SyncLog, progress: Progre
             LOCAL_STORE_DATA_SCOPE,
             settings.SYNC_BATCH_SIZE,
         )
-        while page.end != page.start:
+        while page.end != page.start or opening:
+            opening = False
             sent = sender.submit(send, page)
             following = changes_page(page.end, LOCAL_STORE_DATA_SCOPE, settings.SYNC_BATCH_SIZE)
             sent.result()
@@ -241,30 +401,19 @@ def _push(client: MasterClient, state: PeerState, log: SyncLog, progress: Progre
             state.save(update_fields=["push_txid", "push_seq"])
             log.records_pushed += len(page.changeset)
             log.save(update_fields=["records_pushed"])
-            progress(f"Pushed {log.records_pushed} records, {page.remaining} changes to go.")
+            run.progress(f"Pushed {log.records_pushed} records, {page.remaining} changes to go.")
             page = following
     finally:
         sender.shutdown(wait=False, cancel_futures=True)
 
 
-def _pull(client: MasterClient, state: PeerState, log: SyncLog, progress: Progress) -> None:
+def _pull(run: Run, client: MasterClient, state: PeerState) -> None:
+    run.step("pull")
+    log = run.log
     initial = not state.initialised
 
-    def fetch(cursor: Cursor) -> tuple[ChangeSet, Cursor, int]:
-        limit = min(settings.SYNC_BATCH_SIZE, MAX_PULL_LIMIT)
-        answer = client.pull(cursor=str(cursor), limit=limit, initial=initial)
-        try:
-            return (
-                ChangeSet.from_wire(answer["changes"]),
-                Cursor.parse(str(answer["next_cursor"])),
-                int(answer["remaining"]),
-            )
-        except (KeyError, TypeError, ValueError) as error:
-            raise SyncFailure(
-                "bad_answer",
-                f"The master sent a pull answer this satellite cannot read ({error}). Install "
-                "the same msupply-sync release on both servers.",
-            ) from error
+    def fetch(cursor: Cursor) -> PulledPage:
+        return client.pull(cursor=cursor, limit=settings.SYNC_BATCH_SIZE, initial=initial)
 
     # While one page is applied here, the next one is already on its way: the master builds it
     # and the link carries it instead of both waiting for this database.
@@ -283,7 +432,7 @@ def _pull(client: MasterClient, state: PeerState, log: SyncLog, progress: Progre
                 state.save(update_fields=["pull_txid", "pull_seq", "initialised"])
             log.records_pulled += len(changeset)
             log.save(update_fields=["records_pulled"])
-            progress(f"Pulled {log.records_pulled} records, {remaining} to go.")
+            run.progress(f"Pulled {log.records_pulled} records, {remaining} to go.")
             if remaining == 0:
                 return
     finally:

@@ -14,9 +14,10 @@ from rest_framework.response import Response
 from rest_framework.test import APIClient
 
 from stores.models import Item, StockLine, Store, Transaction, TransactionLine
-from sync.changes import ChangeSet
-from sync.models import AppliedBatch, ChangeLog, SyncPeer
+from sync.changes import ChangeSet, Cursor
+from sync.models import AppliedBatch, ChangeLog, PeerState, SyncPeer
 from sync.protocol import API_PREFIX, PROTOCOL_MIN_VERSION, PROTOCOL_VERSION
+from sync.push import PushRecord
 from sync.services import peer_save, preferences_update
 from tests.factories import (
     ItemFactory,
@@ -36,7 +37,10 @@ PASSWORD = "pw"
 
 
 def credentials(
-    *, sync_id: int | None = 2, password: str | None = PASSWORD, version: str | None = "1"
+    *,
+    sync_id: int | None = 2,
+    password: str | None = PASSWORD,
+    version: str | None = str(PROTOCOL_VERSION),
 ) -> dict[str, str]:
     """Request headers of satellite `sync_id`; None leaves a header out."""
     headers = {}
@@ -79,8 +83,22 @@ def handshake(api: APIClient, version: int = PROTOCOL_VERSION) -> Response:
     return api.post(HANDSHAKE, {"sync_id": 2, "protocol_version": version}, format="json")
 
 
-def push(api: APIClient, changes: ChangeSet, batch_id: str = "batch-1") -> Response:
-    return api.post(PUSH, {"batch_id": batch_id, "changes": changes.to_wire()}, format="json")
+def next_batch(**record: Any) -> dict[str, Any]:
+    """The history fields of the batch that follows what the master last applied from 2."""
+    state = PeerState.objects.get_or_create(peer=SyncPeer.objects.get(sync_id=2))[0]
+    start = Cursor(state.push_txid, state.push_seq)
+    fields = {
+        "generation": max(state.push_generation, 1),
+        "start": str(start),
+        "end": str(Cursor(start.txid, start.seq + 1)),
+        "digest": "",
+    }
+    return {**fields, **record}
+
+
+def push(api: APIClient, changes: ChangeSet, batch_id: str = "batch-1", **record: Any) -> Response:
+    body = {"batch_id": batch_id, "changes": changes.to_wire(), **next_batch(**record)}
+    return api.post(PUSH, body, format="json")
 
 
 def own_invoice(store: Store) -> tuple[Transaction, TransactionLine]:
@@ -99,10 +117,12 @@ def test_handshake_names_master_and_store_and_its_token_then_authenticates(
     assert body["sync_id"] == 1
     assert (body["protocol_min"], body["protocol_max"]) == (PROTOCOL_MIN_VERSION, PROTOCOL_VERSION)
     assert body["store"] == {"id": str(store.pk), "code": "S002", "name": store.name}
-    api.credentials(HTTP_X_SYNC_ID="2", HTTP_X_SYNC_PROTOCOL="1")
+    api.credentials(HTTP_X_SYNC_ID="2", HTTP_X_SYNC_PROTOCOL=str(PROTOCOL_VERSION))
     assert api.get(PULL).status_code == 401
     api.credentials(
-        HTTP_X_SYNC_ID="2", HTTP_X_SYNC_PROTOCOL="1", HTTP_AUTHORIZATION=f"Bearer {body['token']}"
+        HTTP_X_SYNC_ID="2",
+        HTTP_X_SYNC_PROTOCOL=str(PROTOCOL_VERSION),
+        HTTP_AUTHORIZATION=f"Bearer {body['token']}",
     )
     assert api.get(PULL).status_code == 200
 
@@ -127,7 +147,9 @@ def test_unauthenticated_callers_get_401_with_the_reason(
 def test_bearer_token_of_another_satellite_is_refused(api: APIClient) -> None:
     token = handshake(api).json()["token"]
     api.credentials(
-        HTTP_X_SYNC_ID="3", HTTP_X_SYNC_PROTOCOL="1", HTTP_AUTHORIZATION=f"Bearer {token}"
+        HTTP_X_SYNC_ID="3",
+        HTTP_X_SYNC_PROTOCOL=str(PROTOCOL_VERSION),
+        HTTP_AUTHORIZATION=f"Bearer {token}",
     )
     assert_error(api.get(PULL), 401, "token_invalid")
 
@@ -145,7 +167,12 @@ def test_five_failed_logins_lock_the_satellite_out_even_with_the_right_password(
 
 @pytest.mark.parametrize(
     ("header", "body_version"),
-    [("2", 1), ("0", 1), (None, 1), ("1", 2)],
+    [
+        (str(PROTOCOL_VERSION + 1), PROTOCOL_VERSION),
+        (str(PROTOCOL_MIN_VERSION - 1), PROTOCOL_VERSION),
+        (None, PROTOCOL_VERSION),
+        (str(PROTOCOL_VERSION), PROTOCOL_VERSION + 1),
+    ],
     ids=["header-too-new", "header-too-old", "header-missing", "body-too-new"],
 )
 def test_wrong_protocol_version_is_a_409_naming_the_supported_range(
@@ -208,14 +235,14 @@ def test_body_that_is_not_a_changeset_is_a_400_and_applies_nothing(
 ) -> None:
     wire = changeset_of(*own_invoice(store)).to_wire()
     spoil(wire)
-    response = api.post(PUSH, {"batch_id": "b1", "changes": wire}, format="json")
+    response = api.post(PUSH, {"batch_id": "b1", "changes": wire, **next_batch()}, format="json")
     assert_error(response, 400, "malformed")
     assert not Transaction.objects.exists()
     assert not AppliedBatch.objects.exists()
 
 
 def test_push_without_a_batch_id_is_a_400(api: APIClient, store: Store) -> None:
-    response = api.post(PUSH, {"changes": changeset_of().to_wire()}, format="json")
+    response = api.post(PUSH, {"changes": changeset_of().to_wire(), **next_batch()}, format="json")
     assert_error(response, 400, "invalid")
 
 
@@ -238,7 +265,8 @@ def test_gzip_compressed_push_is_applied_and_marked_with_the_satellite(
     api: APIClient, store: Store
 ) -> None:
     invoice, line = own_invoice(store)
-    body = {"batch_id": "b1", "changes": changeset_of(invoice, line).to_wire()}
+    record = next_batch()
+    body = {"batch_id": "b1", "changes": changeset_of(invoice, line).to_wire(), **record}
     response = api.post(
         PUSH,
         gzip.compress(json.dumps(body).encode()),
@@ -246,7 +274,13 @@ def test_gzip_compressed_push_is_applied_and_marked_with_the_satellite(
         HTTP_CONTENT_ENCODING="gzip",
     )
     assert response.status_code == 200, response.json()
-    assert response.json() == {"batch_id": "b1", "applied": 2, "buffered": 0, "duplicate": False}
+    assert response.json() == {
+        "batch_id": "b1",
+        "applied": 2,
+        "buffered": 0,
+        "duplicate": False,
+        "push": record,
+    }
     assert TransactionLine.objects.get().transaction == invoice
     assert set(
         ChangeLog.objects.filter(record_id__in=[invoice.pk, line.pk]).values_list(
@@ -321,22 +355,11 @@ def test_push_of_a_record_the_satellite_does_not_own_is_403_naming_it_and_applie
     assert not AppliedBatch.objects.exists()
 
 
-def _zero_quantity(invoice: Transaction, line: TransactionLine) -> None:
-    line.quantity = 0
-
-
-def _number_taken(invoice: Transaction, line: TransactionLine) -> None:
-    invoice.number = TransactionFactory(store=invoice.store).number
-
-
-@pytest.mark.parametrize(
-    "spoil", [_zero_quantity, _number_taken], ids=lambda spoil: spoil.__name__.strip("_")
-)
 def test_push_that_breaks_a_master_constraint_is_a_typed_409_and_applies_nothing(
-    api: APIClient, store: Store, spoil: Callable[[Transaction, TransactionLine], None]
+    api: APIClient, store: Store
 ) -> None:
     invoice, line = own_invoice(store)
-    spoil(invoice, line)
+    line.quantity = 0
     assert_error(push(api, changeset_of(invoice, line)), 409, "rejected_record")
     assert not Transaction.objects.filter(pk=invoice.pk).exists()
     assert not AppliedBatch.objects.exists()
@@ -349,12 +372,88 @@ def test_resent_batch_is_acknowledged_as_duplicate_and_changes_nothing(
     assert push(api, changeset_of(invoice, line), batch_id="b1").json()["duplicate"] is False
     logged = ChangeLog.objects.count()
     invoice.status = Transaction.Status.FINALISED
-    response = push(api, changeset_of(invoice, line), batch_id="b1")
+    record = PushRecord.of(PeerState.objects.get(peer__sync_id=2)).to_wire()
+    # Sent again as it was, under the same id: the master's record is already past it.
+    response = push(api, changeset_of(invoice, line), batch_id="b1", **next_batch(start="0.0"))
     assert response.status_code == 200
-    assert response.json() == {"batch_id": "b1", "applied": 0, "buffered": 0, "duplicate": True}
+    assert response.json() == {
+        "batch_id": "b1",
+        "applied": 0,
+        "buffered": 0,
+        "duplicate": True,
+        "push": record,
+    }
     assert Transaction.objects.get().status == Transaction.Status.DRAFT
     assert ChangeLog.objects.count() == logged
     assert AppliedBatch.objects.get().records == 2
+
+
+def test_handshake_gives_the_masters_record_of_the_satellites_push_history(
+    api: APIClient, store: Store
+) -> None:
+    assert handshake(api).json()["push"] == PushRecord().to_wire()
+    record = next_batch(digest="d1")
+    assert push(api, changeset_of(*own_invoice(store)), **record).status_code == 200
+    assert handshake(api).json()["push"] == record
+
+
+def test_a_batch_older_than_the_last_applied_is_refused_as_stale_and_changes_nothing(
+    api: APIClient, store: Store
+) -> None:
+    invoice, line = own_invoice(store)
+    line.quantity = 20
+    late = changeset_of(invoice, line).to_wire()
+    line.quantity = 30
+    assert push(api, changeset_of(invoice, line), batch_id="newer", generation=2).status_code == 200
+    applied = PushRecord.of(PeerState.objects.get(peer__sync_id=2)).to_wire()
+    # Sent before the newer one, delivered after it: same start, or an older generation.
+    for batch_id, record in [
+        ("late", {"generation": 2, "start": "0.0"}),
+        ("old", {"generation": 1}),
+    ]:
+        response = api.post(
+            PUSH, {"batch_id": batch_id, "changes": late, **next_batch(**record)}, format="json"
+        )
+        assert assert_error(response, 409, "stale_batch")["push"] == applied
+        assert TransactionLine.objects.get().quantity == 30
+    assert AppliedBatch.objects.count() == 1
+
+
+def test_a_newer_generation_opens_a_new_history_from_any_start(
+    api: APIClient, store: Store
+) -> None:
+    invoice, line = own_invoice(store)
+    assert push(api, changeset_of(invoice, line), batch_id="first").status_code == 200
+    line.quantity += 1
+    opened = next_batch(generation=2, start="0.0", end="0.7", digest="d2")
+    response = push(api, changeset_of(invoice, line), batch_id="second", **opened)
+    assert response.status_code == 200, response.json()
+    assert PushRecord.of(PeerState.objects.get(peer__sync_id=2)).to_wire() == opened
+    assert TransactionLine.objects.get().quantity == line.quantity
+
+
+def test_a_pushed_line_whose_item_the_master_lacks_is_a_409_and_applies_nothing(
+    api: APIClient, store: Store
+) -> None:
+    invoice = TransactionFactory.build(store=store, name=None)
+    line = TransactionLineFactory.build(transaction=invoice, item=ItemFactory.build())
+    body = assert_error(push(api, changeset_of(invoice, line)), 409, "missing_parent")
+    assert str(line.pk) in body["message"]
+    assert not Transaction.objects.exists()
+    assert not AppliedBatch.objects.exists()
+
+
+def test_a_pushed_number_the_masters_copy_holds_moves_that_copy_aside(
+    api: APIClient, store: Store
+) -> None:
+    # Satellite 2 deleted a draft and its number went to a new transaction before the delete
+    # reached the master (numbering before the per-store counter).
+    old = TransactionFactory(store=store, number=7)
+    invoice, line = own_invoice(store)
+    invoice.number = 7
+    assert push(api, changeset_of(invoice, line)).status_code == 200
+    assert Transaction.objects.get(pk=invoice.pk).number == 7
+    assert Transaction.objects.get(pk=old.pk).number == 8
 
 
 def pulled_ids(page: dict[str, Any]) -> set[str]:

@@ -1,0 +1,209 @@
+"""Push history: each satellite's batches are applied on the master in order and once.
+
+A satellite's push history is a run of batches, each covering a range of its change log. The
+master keeps the last batch it applied from each satellite (its `PushRecord`) and applies a new
+batch only if it starts where that one ended, in the same history generation, or opens a newer
+generation. So a batch the link delivers late, after a newer one, is refused as `stale_batch`
+and can never put older data back. A satellite restored from a backup or rebuilt no longer has
+the history the master recorded; it sees that in the record the handshake returns, heals (see
+sync.heal) and opens the next generation.
+"""
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import DatabaseError, transaction
+from django.utils import timezone
+from rest_framework import status
+
+from stores.models import Store
+
+from .changes import ChangeSet, Cursor
+from .integration import (
+    MissingParentError,
+    OwnershipError,
+    changeset_apply,
+    changeset_check_ownership,
+)
+from .models import AppliedBatch, PeerState, SyncLog, SyncPeer, SyncResult, SyncTrigger
+from .protocol import SyncAPIError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PushRecord:
+    """A batch's place in its satellite's push history: generation, log range and its digest."""
+
+    generation: int = 0
+    start: Cursor = Cursor()
+    end: Cursor = Cursor()
+    digest: str = ""
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "generation": self.generation,
+            "start": str(self.start),
+            "end": str(self.end),
+            "digest": self.digest,
+        }
+
+    @classmethod
+    def from_wire(cls, data: Any) -> "PushRecord":
+        """Read a record; raises ValueError saying what is wrong."""
+        if not isinstance(data, dict):
+            raise ValueError("a push record must be an object.")
+        generation = data.get("generation")
+        if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0:
+            raise ValueError("generation must be a whole number, 0 or more.")
+        return cls(
+            generation,
+            Cursor.parse(str(data.get("start", ""))),
+            Cursor.parse(str(data.get("end", ""))),
+            str(data.get("digest", ""))[:64],
+        )
+
+    @classmethod
+    def of(cls, state: PeerState) -> "PushRecord":
+        """The record the master keeps in a satellite's state."""
+        return cls(
+            state.push_generation,
+            Cursor(state.push_start_txid, state.push_start_seq),
+            Cursor(state.push_txid, state.push_seq),
+            state.push_digest,
+        )
+
+
+def peer_store(peer: SyncPeer) -> Store:
+    """The master's store that `peer` hosts, as the Sync with list names it."""
+    store = Store.objects.filter(code=peer.store_code).first()
+    if store is None:
+        raise SyncAPIError(
+            f"The master's Sync with entry for Sync ID {peer.sync_id} names store "
+            f"{peer.store_code!r}, which does not exist on the master: fix the entry there.",
+            "store_missing",
+            status.HTTP_409_CONFLICT,
+        )
+    return store
+
+
+@dataclass(frozen=True)
+class PushOutcome:
+    applied: int
+    duplicate: bool
+    record: PushRecord
+
+
+def push_batch_apply(
+    *, peer: SyncPeer, batch_id: str, record: PushRecord, changeset: ChangeSet
+) -> PushOutcome:
+    """Apply one batch of `peer`'s store data on the master, atomically, in order and once.
+
+    A batch already applied is acknowledged as a duplicate and changes nothing. A batch older
+    than the last one applied raises SyncAPIError `stale_batch` (409), carrying the master's
+    record so the satellite can tell whether it may count the batch as acknowledged.
+    """
+    store = peer_store(peer)
+    with transaction.atomic(durable=True):
+        # One integration at a time per satellite: the row lock queues its other requests.
+        state = PeerState.objects.select_for_update().get(peer=peer)
+        applied = PushRecord.of(state)
+        if AppliedBatch.objects.filter(sync_id=peer.sync_id, batch_id=batch_id).exists():
+            return PushOutcome(0, True, applied)
+        _ensure_in_order(peer, record, applied)
+        count = _apply(peer, store, changeset)
+        AppliedBatch.objects.create(sync_id=peer.sync_id, batch_id=batch_id, records=len(changeset))
+        if record.generation > applied.generation:
+            _history_opened(peer, record, applied)
+        state.push_generation = record.generation
+        state.push_start_txid, state.push_start_seq = record.start
+        state.push_txid, state.push_seq = record.end
+        state.push_digest = record.digest
+        state.records_received += len(changeset)
+        state.save(
+            update_fields=[
+                "push_generation",
+                "push_start_txid",
+                "push_start_seq",
+                "push_txid",
+                "push_seq",
+                "push_digest",
+                "records_received",
+            ]
+        )
+    return PushOutcome(count, False, record)
+
+
+def _ensure_in_order(peer: SyncPeer, record: PushRecord, applied: PushRecord) -> None:
+    if record.generation > applied.generation:
+        return
+    if record.generation == applied.generation and record.start == applied.end:
+        return
+    logger.warning(
+        "Refused a stale push from satellite %s: batch %s-%s of generation %s, after %s-%s of %s",
+        peer.sync_id,
+        record.start,
+        record.end,
+        record.generation,
+        applied.start,
+        applied.end,
+        applied.generation,
+    )
+    raise SyncAPIError(
+        f"This batch (changes {record.start} to {record.end}) is older than what the master "
+        f"already applied from satellite {peer.sync_id} (up to {applied.end}): it was not "
+        "applied, so it cannot put older data back. The satellite checks the master's record "
+        "and carries on from there at once; nothing needs doing.",
+        "stale_batch",
+        status.HTTP_409_CONFLICT,
+        push=applied.to_wire(),
+    )
+
+
+def _apply(peer: SyncPeer, store: Store, changeset: ChangeSet) -> int:
+    try:
+        changeset_check_ownership(changeset=changeset, store_id=store.pk)
+    except OwnershipError as error:
+        raise SyncAPIError(str(error), "forbidden_record", status.HTTP_403_FORBIDDEN) from error
+    try:
+        return changeset_apply(changeset=changeset, source_site=peer.sync_id, buffer=False).applied
+    except MissingParentError as error:
+        raise SyncAPIError(
+            f"The master refused this batch: {error}. Nothing of it was applied. Items and names "
+            "are never deleted once a satellite may hold them, so this points at a damaged "
+            "database on one of the servers: send both servers' logs to your support team.",
+            "missing_parent",
+            status.HTTP_409_CONFLICT,
+        ) from error
+    except DatabaseError as error:
+        # A row the master's constraints refuse needs a typed answer: a satellite reads a 500
+        # page as a wrong URL.
+        raise SyncAPIError(
+            f"The master refused a record of this batch: {error}. Nothing of it was applied, "
+            "and this satellite's other changes wait behind it; master data still arrives. Send "
+            "both servers' logs to your support team.",
+            "rejected_record",
+            status.HTTP_409_CONFLICT,
+        ) from error
+
+
+def _history_opened(peer: SyncPeer, record: PushRecord, applied: PushRecord) -> None:
+    """Say on the master's sync log that a satellite started a new push history."""
+    if applied.generation == 0:
+        return
+    now = timezone.now()
+    SyncLog.objects.create(
+        peer_sync_id=peer.sync_id,
+        trigger=SyncTrigger.SATELLITE,
+        started_at=now,
+        ended_at=now,
+        step="push",
+        result=SyncResult.SUCCESS,
+        message=(
+            f"Satellite {peer.sync_id} ({peer.name}) no longer held the changes the master had "
+            f"received from it up to {applied.end}: it was restored from a backup or rebuilt. "
+            f"It took back its store's records from the master, kept the work entered since, "
+            f"and started push history {record.generation} from {record.start}."
+        ),
+    )
