@@ -20,6 +20,7 @@ class Store(SyncedModel):
 
     code = models.CharField(max_length=20, unique=True)
     name = models.CharField(max_length=200)
+    active = models.BooleanField(default=True)
 
     class Meta:
         ordering = ["code"]
@@ -95,6 +96,18 @@ class Transaction(SyncedModel):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.number}"
+
+
+class NumberCounter(models.Model):
+    """The last transaction number this site gave a store; it only goes up and is never synced."""
+
+    store = models.OneToOneField(
+        Store, on_delete=models.CASCADE, primary_key=True, related_name="number_counter"
+    )
+    last_number = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.store}: last number {self.last_number}"
 
 
 class TransactionLine(SyncedModel):

@@ -7,10 +7,10 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import transaction
+from django.db import models, transaction
 from django.db.models import Max, ProtectedError
 
-from .models import Item, Name, StockLine, Store, Transaction, TransactionLine
+from .models import Item, Name, NumberCounter, StockLine, Store, Transaction, TransactionLine
 
 
 class MasterDataReadOnlyError(PermissionDenied):
@@ -74,17 +74,33 @@ def name_create(*, code: str, name: str, kind: str) -> Name:
     return master_record_save(record=Name(), code=code, name=name, kind=kind)
 
 
+class MasterRecordDeletion(models.TextChoices):
+    """What deleting a master record did, so the caller can tell the user the truth."""
+
+    DELETED = "deleted", "Deleted"
+    DEACTIVATED = "deactivated", "Deactivated"
+
+
 @transaction.atomic
-def master_record_delete(*, record: Store | Item | Name) -> None:
-    """Delete a master record on the master; one that history points at must be deactivated."""
+def master_record_delete(*, record: MasterRecord) -> MasterRecordDeletion:
+    """Delete a master record on the master, or deactivate it if a satellite may hold it or
+    local history points at it.
+
+    A satellite whose transactions use a record could not apply its delete, and sync would stop
+    there; an inactive record stays in history, still syncs, and can no longer be chosen.
+    """
     master_data_ensure_writable()
-    try:
-        record.delete()
-    except ProtectedError as error:
-        raise ValidationError(
-            f"{record} is used by {len(error.protected_objects)} other records, so it cannot be "
-            "deleted. Deactivate it instead: it stays in history but can no longer be chosen."
-        ) from error
+    from sync.selectors import master_record_may_be_held
+
+    if not master_record_may_be_held(table_name=record._meta.db_table, record_id=record.pk):
+        try:
+            record.delete()
+        except ProtectedError:
+            pass
+        else:
+            return MasterRecordDeletion.DELETED
+    master_record_save(record=record, active=False)
+    return MasterRecordDeletion.DEACTIVATED
 
 
 @dataclass(frozen=True)
@@ -107,10 +123,21 @@ STOCK_DIRECTION = {
 }
 
 
+@transaction.atomic
 def transaction_number_next(*, store: Store) -> int:
-    """Return the next transaction number of `store`, locking the store row until commit."""
+    """Hand out the next transaction number of `store`, locking the store row until commit.
+
+    The store's counter never goes back, so a deleted draft leaves a gap and its number is never
+    reused (a reused number would reach the master as one record's delete and another's upsert).
+    Numbers also pass every transaction the store holds: a satellite rebuilt from empty, or data
+    from before the counter, never gets a number it already has.
+    """
     locked_store = Store.objects.select_for_update().get(pk=store.pk)
-    return (locked_store.transactions.aggregate(last=Max("number"))["last"] or 0) + 1
+    counter, _ = NumberCounter.objects.get_or_create(store=locked_store)
+    held = locked_store.transactions.aggregate(last=Max("number"))["last"] or 0
+    counter.last_number = max(counter.last_number, held) + 1
+    counter.save(update_fields=["last_number"])
+    return counter.last_number
 
 
 @transaction.atomic

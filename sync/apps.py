@@ -2,6 +2,7 @@
 
 from django.apps import AppConfig
 from django.db.backends.signals import connection_created
+from django.db.models.signals import post_migrate
 
 
 class SyncConfig(AppConfig):
@@ -10,6 +11,7 @@ class SyncConfig(AppConfig):
     verbose_name = "Synchronisation"
 
     def ready(self) -> None:
-        from .capture import register_sqlite_function
+        from .capture import register_sqlite_function, triggers_reinstall
 
         connection_created.connect(register_sqlite_function, dispatch_uid="sync_source_site")
+        post_migrate.connect(triggers_reinstall, sender=self, dispatch_uid="sync_triggers")

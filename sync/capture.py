@@ -132,6 +132,21 @@ def backfill_statements() -> list[str]:
     ]
 
 
+def triggers_reinstall(sender: Any, using: str = "default", **kwargs: Any) -> None:
+    """After every migrate, put the triggers back: on SQLite, Django rebuilds a table to alter
+    most columns, and the rebuilt table has lost its triggers, so its changes would silently
+    stop syncing."""
+    from django.db import connections
+
+    target = connections[using]
+    tables = set(target.introspection.table_names())
+    if CHANGE_LOG not in tables or not {t.name for t in SYNCED_TABLES} <= tables:
+        return
+    with transaction.atomic(using=using), target.cursor() as cursor:
+        for statement in trigger_statements(target.vendor):
+            cursor.execute(statement)
+
+
 @transaction.atomic
 def triggers_install(vendor: str, *, backfill: bool = True) -> None:
     """Install the triggers and, at first, log the records that already exist (migrations)."""

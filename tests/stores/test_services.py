@@ -1,14 +1,25 @@
-"""Master data is written only on the master; finalising moves stock and refuses negatives."""
+"""Master data is written only on the master and deactivated, not deleted, once satellites may
+hold it; transaction numbers never repeat; finalising moves stock and refuses negatives.
+"""
 
 import datetime
+from collections.abc import Callable
 
 import pytest
 from django.core.exceptions import ValidationError
 
 from stores import services
-from stores.models import Item, Name, StockLine, Store, Transaction
+from stores.models import Item, Name, NumberCounter, StockLine, Store, Transaction
+from sync.models import ChangeLog, PeerState
 from sync.services import preferences_update
-from tests.factories import ItemFactory, NameFactory, StoreFactory, TransactionLineFactory
+from tests.factories import (
+    ItemFactory,
+    NameFactory,
+    PeerStateFactory,
+    StoreFactory,
+    TransactionFactory,
+    TransactionLineFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -58,11 +69,73 @@ def test_satellite_cannot_change_or_delete_master_data() -> None:
     assert Item.objects.get().name == "Paracetamol 500 mg"
 
 
-def test_master_record_in_use_must_be_deactivated_not_deleted() -> None:
+def first_logged(record: Store | Item | Name) -> tuple[int, int]:
+    """The change-log position at which `record` was first logged (by the capture triggers)."""
+    first = ChangeLog.objects.filter(record_id=record.pk).order_by("txid", "seq").first()
+    assert first is not None
+    return first.txid, first.seq
+
+
+def served(position: tuple[int, int]) -> None:
+    """Record that a satellite was served a pull page read at `position`."""
+    PeerStateFactory(served_txid=position[0], served_seq=position[1])
+
+
+MASTER_RECORD_FACTORIES = [StoreFactory, ItemFactory, NameFactory]
+
+
+@pytest.mark.parametrize("factory", MASTER_RECORD_FACTORIES)
+def test_master_record_no_pull_has_been_served_since_it_was_logged_is_deleted(
+    factory: Callable[[], Store | Item | Name],
+) -> None:
+    record = factory()
+    txid, seq = first_logged(record)
+    served((txid, seq - 1))
+    assert services.master_record_delete(record=record) == services.MasterRecordDeletion.DELETED
+    assert not type(record).objects.filter(code=record.code).exists()
+
+
+@pytest.mark.parametrize("factory", MASTER_RECORD_FACTORIES)
+def test_master_record_a_satellite_may_hold_is_deactivated_not_deleted(
+    factory: Callable[[], Store | Item | Name],
+) -> None:
+    record = factory()
+    served(first_logged(record))
+    outcome = services.master_record_delete(record=record)
+    assert outcome == services.MasterRecordDeletion.DEACTIVATED
+    assert type(record).objects.get(pk=record.pk).active is False
+
+
+def test_a_pull_served_after_the_record_was_logged_keeps_it_from_deletion() -> None:
+    item = ItemFactory()
+    txid, seq = first_logged(item)
+    served((txid, seq - 1))
+    served((txid + 1, 0))
+    outcome = services.master_record_delete(record=item)
+    assert outcome == services.MasterRecordDeletion.DEACTIVATED
+    assert Item.objects.get(pk=item.pk).active is False
+
+
+def test_master_record_with_no_satellite_at_all_is_deleted() -> None:
+    item = ItemFactory()
+    assert not PeerState.objects.exists()
+    assert services.master_record_delete(record=item) == services.MasterRecordDeletion.DELETED
+    assert not Item.objects.filter(pk=item.pk).exists()
+
+
+def test_master_record_history_uses_is_deactivated_not_deleted() -> None:
     used = TransactionLineFactory().item
-    with pytest.raises(ValidationError, match="Deactivate it instead"):
-        services.master_record_delete(record=used)
-    assert Item.objects.filter(pk=used.pk).exists()
+    assert services.master_record_delete(record=used) == services.MasterRecordDeletion.DEACTIVATED
+    assert Item.objects.get(pk=used.pk).active is False
+
+
+def test_deactivating_a_master_record_is_logged_as_an_upsert_so_it_syncs() -> None:
+    item = ItemFactory()
+    served(first_logged(item))
+    start = ChangeLog.objects.order_by("-seq").values_list("seq", flat=True).first()
+    services.master_record_delete(record=item)
+    logged = ChangeLog.objects.filter(seq__gt=start, record_id=item.pk)
+    assert list(logged.values_list("action", flat=True)) == ["upsert"]
 
 
 def test_transactions_get_the_next_number_of_their_store() -> None:
@@ -78,6 +151,36 @@ def test_transactions_get_the_next_number_of_their_store() -> None:
         for target in (store, store, other)
     ]
     assert numbers == [1, 2, 1]
+
+
+def draft(store: Store, item: Item) -> Transaction:
+    return services.transaction_create(
+        store=store, kind=Transaction.Kind.SUPPLIER_INVOICE, date=EXPIRY, lines=[line(item, 5)]
+    )
+
+
+def test_deleting_the_newest_draft_leaves_a_gap_in_the_numbers() -> None:
+    store, item = StoreFactory(), ItemFactory()
+    draft(store, item)
+    draft(store, item).delete()
+    assert draft(store, item).number == 3
+
+
+def test_numbers_pass_every_transaction_the_store_already_holds() -> None:
+    """A satellite rebuilt from empty, or data from before the counter, gets no number twice."""
+    store, item = StoreFactory(), ItemFactory()
+    TransactionFactory(store=store, number=40)
+    assert draft(store, item).number == 41
+    TransactionFactory(store=store, number=70)
+    assert draft(store, item).number == 71
+
+
+def test_numbers_pass_the_counter_when_it_is_ahead_of_the_transactions() -> None:
+    store, item = StoreFactory(), ItemFactory()
+    NumberCounter.objects.create(store=store, last_number=500)
+    TransactionFactory(store=store, number=12)
+    assert draft(store, item).number == 501
+    assert NumberCounter.objects.get(store=store).last_number == 501
 
 
 def test_receiving_then_issuing_moves_stock() -> None:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
+from django.core.management.sql import emit_post_migrate_signal
 from django.db import connection, transaction
 from django.db.models import Max, Model, Q
 from django.test import Client
@@ -255,6 +256,22 @@ def test_integration_logs_its_writes_marked_with_their_source_site() -> None:
     assert list(
         ChangeLog.objects.filter(seq__gt=start).values_list("record_id", "source_site")
     ) == [(item.pk, 2), (local.pk, None)]
+
+
+def test_every_migrate_puts_back_triggers_a_table_rebuild_dropped() -> None:
+    # What a SQLite table rebuild (most AlterField operations) does to the triggers on a table.
+    with connection.cursor() as cursor:
+        for event in ("insert", "update", "delete"):
+            name = f"sync_capture_stores_item_{event}"
+            on_table = "" if connection.vendor == "sqlite" else " ON stores_item"
+            cursor.execute(f"DROP TRIGGER {name}{on_table}")
+    ItemFactory()
+    assert not ChangeLog.objects.filter(table_name="stores_item").exists()
+    emit_post_migrate_signal(verbosity=0, interactive=False, db="default")
+    item = ItemFactory()
+    assert list(ChangeLog.objects.values_list("table_name", "record_id", "action")) == [
+        ("stores_item", item.pk, "upsert")
+    ]
 
 
 def test_rolled_back_transaction_leaves_no_change_rows() -> None:
