@@ -122,14 +122,15 @@ def wire(
 
 
 def next_batch(sender: MasterClient) -> dict[str, Any]:
-    """Where a raw push as `sender` must sit: right after the master's record of its pushes.
+    """Where a raw push as `sender` must sit: right after the master's record of its pushes
+    (generation 1 opens the history of a satellite that never pushed).
 
     Pass the result to push() with the batch id and changes.
     """
     record = sender.handshake()["push"]
     start = Cursor.parse(str(record["end"]))
     return {
-        "generation": record["generation"],
+        "generation": max(1, record["generation"]),
         "start": str(start),
         "end": str(Cursor(start.txid, start.seq + 3)),
         "digest": uuid.uuid4().hex,
