@@ -44,6 +44,7 @@ class HealReport:
     """What healing took back from the master and what it kept of this satellite's own work."""
 
     taken_back: int = 0
+    records_received: int = 0
     kept: int = 0
     deleted: int = 0
     renumbered: list[tuple[int, int]] = field(default_factory=list)
@@ -104,7 +105,7 @@ def store_heal(
         with changes_from(MASTER_SYNC_ID):
             StockLine.objects.filter(store_id=store_id).delete()
             Transaction.objects.filter(store_id=store_id).delete()
-        _take_back(client, progress, batch_size)
+        report.records_received = _take_back(client, progress, batch_size)
         master_copy = dict(
             Transaction.objects.filter(store_id=store_id).values_list("pk", "status")
         )
@@ -136,7 +137,7 @@ def _set_aside(store_id: uuid.UUID, since: Cursor) -> _SetAside:
     return _SetAside(transactions, lines, deleted)
 
 
-def _take_back(client: MasterClient, progress: Callable[[str], None], batch_size: int) -> None:
+def _take_back(client: MasterClient, progress: Callable[[str], None], batch_size: int) -> int:
     cursor, received = Cursor(), 0
     while True:
         changeset, cursor, remaining = client.pull(
@@ -146,7 +147,7 @@ def _take_back(client: MasterClient, progress: Callable[[str], None], batch_size
         received += len(changeset)
         progress(f"Restore: took back {received} records from the master, {remaining} to go.")
         if remaining == 0:
-            return
+            return received
 
 
 def _replay(work: _SetAside, master_copy: dict[uuid.UUID, str], report: HealReport) -> None:

@@ -336,6 +336,7 @@ def _history_settle(run: Run, client: MasterClient, state: PeerState, master: Pu
             batch_size=settings.SYNC_BATCH_SIZE,
         )
         run.notes.append(report.message)
+        run.log.records_pulled += report.records_received
         state.push_generation = master.generation + 1
     state.save(update_fields=["push_txid", "push_seq", "push_generation"])
 

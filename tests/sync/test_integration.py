@@ -161,3 +161,74 @@ def test_changeset_build_leaves_out_a_record_deleted_after_its_changes_were_read
 
     assert len(changeset) == 0
     assert changeset.to_wire() == {"upserts": [], "deletes": []}
+
+
+def wire(changeset: ChangeSet) -> ChangeSet:
+    """`changeset` as the receiving site reads it off the wire."""
+    return ChangeSet.from_wire(changeset.to_wire())
+
+
+def codes() -> dict[object, str]:
+    return dict(Item.objects.values_list("pk", "code"))
+
+
+def test_items_that_swapped_codes_apply_in_one_page() -> None:
+    first, second = ItemFactory(code="A1"), ItemFactory(code="B2")
+    first.code, second.code = "B2", "A1"
+    changeset_apply(changeset=wire(changeset_of(first, second)), source_site=1)
+    assert codes() == {first.pk: "B2", second.pk: "A1"}
+
+
+def test_a_swap_split_across_pages_moves_the_code_aside_until_its_owner_arrives() -> None:
+    first, second = ItemFactory(code="A1"), ItemFactory(code="B2")
+    first.code, second.code = "B2", "A1"
+    changeset_apply(changeset=wire(changeset_of(first)), source_site=1)
+    held = codes()
+    assert held[first.pk] == "B2"
+    assert held[second.pk].startswith("~")
+    changeset_apply(changeset=wire(changeset_of(second)), source_site=1)
+    assert codes() == {first.pk: "B2", second.pk: "A1"}
+
+
+def test_a_code_freed_by_a_delete_is_taken_by_a_new_item_in_the_same_page() -> None:
+    old = ItemFactory(code="A1")
+    new = ItemFactory.build(code="A1")
+    changeset_apply(changeset=wire(changeset_of(new, deleted=(old,))), source_site=1)
+    assert codes() == {new.pk: "A1"}
+
+
+def test_a_recoded_item_and_a_new_one_with_its_old_code_apply_in_either_order() -> None:
+    old = ItemFactory(code="A1")
+    old.code = "A1-OLD"
+    new = ItemFactory.build(code="A1")
+    changeset_apply(changeset=wire(changeset_of(new, old)), source_site=1)
+    assert codes() == {new.pk: "A1", old.pk: "A1-OLD"}
+
+
+def test_a_number_set_aside_goes_past_both_the_stores_and_the_pages_numbers() -> None:
+    store = StoreFactory()
+    held = TransactionFactory(store=store, number=5)
+    incoming = [TransactionFactory.build(store=store, name=None, number=n) for n in (5, 6)]
+    changeset_apply(changeset=wire(changeset_of(*incoming)), source_site=2)
+    assert Transaction.objects.get(pk=held.pk).number == 7
+    assert sorted(Transaction.objects.values_list("number", flat=True)) == [5, 6, 7]
+
+
+def test_a_pulled_delete_of_an_item_local_history_uses_deactivates_it() -> None:
+    line = TransactionLineFactory()
+    unused = ItemFactory()
+    deleted = (line.item, unused)
+    changeset_apply(changeset=wire(changeset_of(deleted=deleted)), source_site=1)
+    assert Item.objects.get(pk=line.item_id).active is False
+    assert not Item.objects.filter(pk=unused.pk).exists()
+
+
+def test_a_deleted_record_held_again_travels_as_it_is_not_as_a_tombstone() -> None:
+    item = ItemFactory()
+    changeset = changeset_build(
+        [("stores_item", item.pk, "upsert"), ("stores_item", item.pk, "delete")]
+    )
+    assert (changeset.deletes, [row[0] for row in changeset.upserts["stores_item"]]) == (
+        {},
+        [item.pk.hex],
+    )

@@ -188,6 +188,21 @@ def test_malformed_json_is_a_400(api: APIClient) -> None:
     assert_error(response, 400, "parse_error")
 
 
+def test_json_nested_absurdly_deep_is_a_400(api: APIClient) -> None:
+    response = api.post(PUSH, b"[" * 100_000, content_type="application/json")
+    assert_error(response, 400, "parse_error")
+
+
+def test_a_body_past_djangos_form_upload_limit_is_read_and_refused_as_json(
+    api: APIClient, store: Store, settings: Settings
+) -> None:
+    # Django answers bodies past DATA_UPLOAD_MAX_MEMORY_SIZE with an HTML 400 of its own.
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    body = json.dumps({"batch_id": "b1", "padding": "0" * 5000, **next_batch()})
+    response = api.post(PUSH, body, content_type="application/json")
+    assert_error(response, 400, "invalid")
+
+
 def _set_upsert(index: int, key: str, value: Any) -> Callable[[dict[str, Any]], None]:
     def spoil(wire: dict[str, Any]) -> None:
         wire["upserts"][index][key] = value

@@ -1,10 +1,19 @@
 """A run that meets an unexpected error records it plainly, and the next run completes."""
 
+import base64
+import contextlib
+import json
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from msupply.sites import Cluster
+from msupply.sites import ROOT, SYNC_PASSWORD, SYNC_USERNAME, Cluster
 
 pytestmark = pytest.mark.servers
 
@@ -44,7 +53,8 @@ with connection.cursor() as cursor:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     cluster = Cluster(tmp_path_factory.mktemp("run-failures"), satellites=1)
     try:
-        cluster.provision(items=5, names=5)
+        # gunicorn, as in production: how it reports a cut upload is what operators see.
+        cluster.provision(items=5, names=5, server="gunicorn")
         cluster.satellites[0].manage("sync_now")
         yield cluster
     finally:
@@ -72,3 +82,132 @@ def test_an_unexpected_database_error_fails_the_run_plainly_and_the_next_run_rec
     assert satellite.sql("SELECT name FROM stores_item WHERE code = 'ORS-1L'") == [
         ("Oral rehydration salts 1 L",)
     ]
+
+
+BASIC = base64.b64encode(f"{SYNC_USERNAME}:{SYNC_PASSWORD}".encode())
+REFUSE_TRANSACTIONS = ROGUE_TRIGGER.replace("stores_item", "stores_transaction")
+DROP_REFUSAL = DROP_ROGUE_TRIGGER.replace("stores_item", "stores_transaction")
+NEW_DRAFT = """
+import datetime
+from stores import services
+from stores.models import Item, Store
+from sync.selectors import hosted_store_id
+services.transaction_create(
+    store=Store.objects.get(pk=hosted_store_id()),
+    kind="supplier_invoice",
+    date=datetime.date(2024, 1, 2),
+    lines=[services.LineInput(
+        item=Item.objects.first(), batch="B1", expiry=datetime.date(2030, 1, 1), quantity=3
+    )],
+)
+"""
+
+
+def test_a_push_the_master_refuses_does_not_stop_master_data_arriving(cluster: Cluster) -> None:
+    master, satellite = cluster.master, cluster.satellites[0]
+    master.manage("shell", "--no-imports", "-c", REFUSE_TRANSACTIONS)
+    try:
+        satellite.manage("shell", "--no-imports", "-c", NEW_DRAFT)
+        master.manage("shell", "--no-imports", "-c", CREATE_ITEM.replace("ORS-1L", "ORS-2L"))
+        failed = satellite.manage_json("sync_now", check=False)
+        assert (failed["result"], failed["error_code"]) == ("failure", "rejected_record")
+        assert "Master data was still received" in failed["message"]
+        assert failed["records_pushed"] == 0
+        assert satellite.sql("SELECT COUNT(*) FROM stores_item WHERE code = 'ORS-2L'") == [(1,)]
+    finally:
+        master.manage("shell", "--no-imports", "-c", DROP_REFUSAL)
+    assert satellite.manage_json("sync_now")["records_pushed"] == 2
+    assert master.sql("SELECT COUNT(*) FROM stores_transaction") == satellite.sql(
+        "SELECT COUNT(*) FROM stores_transaction"
+    )
+
+
+@pytest.fixture
+def silent_master() -> Iterator[int]:
+    """A port that accepts connections and reads requests but never answers: a stalled link."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                held.append(listener.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        stop.set()
+        thread.join()
+        for connection in held:
+            connection.close()
+        listener.close()
+
+
+def test_the_run_lease_outlives_a_request_that_waits_longer_than_the_lease(
+    cluster: Cluster, silent_master: int
+) -> None:
+    satellite = cluster.satellites[0]
+    waits = {"SYNC_LOCK_TTL_SECONDS": "2", "SYNC_READ_TIMEOUT": "8", "SYNC_RETRIES": "0"}
+    satellite.manage(
+        "sync_peer", "update", "--sync-id", "1", "--url", f"http://127.0.0.1:{silent_master}/"
+    )
+    try:
+        waiting = subprocess.Popen(
+            [sys.executable, "manage.py", "sync_now", "--json"],
+            cwd=ROOT,
+            env={**satellite.env(), **waits},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 30
+        while satellite.sql(
+            "SELECT COUNT(*) FROM sync_synclog WHERE step = 'handshake' AND result = 'running'"
+        ) != [(1,)]:
+            assert time.monotonic() < deadline, "the first run never started its handshake"
+            time.sleep(0.1)
+        time.sleep(4)  # twice the lease: without renewal it would have expired
+        second = satellite.manage("sync_now", "--json", check=False, env=waits)
+        assert json.loads(second.stdout.splitlines()[-1])["result"] == "already_running"
+        out, _ = waiting.communicate(timeout=60)
+        first = json.loads(out.splitlines()[-1])
+        assert (first["result"], first["error_code"]) == ("failure", "timeout")
+    finally:
+        satellite.manage("sync_peer", "update", "--sync-id", "1", "--url", cluster.master.url)
+    assert satellite.manage_json("sync_now")["result"] == "success"
+
+
+CUT_PUSH = (
+    b"POST /api/sync/v1/push/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Sync-Id: 2\r\n"
+    b"X-Sync-Protocol: 2\r\nAuthorization: Basic " + BASIC + b"\r\n"
+    b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+    b'{"batch_id": "b1", "changes": {"upserts": ['
+)
+
+
+def test_an_upload_cut_mid_push_gets_a_typed_400_and_no_traceback(cluster: Cluster) -> None:
+    master = cluster.master
+    logged = len(master.log_path.read_text())
+    # The satellite's side of the link closes mid-body: the master still answers.
+    with socket.create_connection(("127.0.0.1", master.port)) as upload:
+        upload.sendall(CUT_PUSH)
+        upload.shutdown(socket.SHUT_WR)
+        answer = upload.makefile("rb").read().decode()
+    assert answer.startswith("HTTP/1.1 400"), answer
+    assert '"code":"upload_incomplete"' in answer.replace(" ", "")
+    # The link is reset mid-body: nobody is left to answer.
+    with socket.create_connection(("127.0.0.1", master.port)) as upload:
+        upload.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        upload.sendall(CUT_PUSH)
+    deadline = time.monotonic() + 10
+    while master.log_path.read_text()[logged:].count("cut before its end") < 2:
+        assert time.monotonic() < deadline, master.log_path.read_text()[logged:]
+        time.sleep(0.1)
+    time.sleep(0.5)  # anything else the server would log about these requests
+    new = master.log_path.read_text()[logged:]
+    assert "Traceback" not in new
+    assert " 500 " not in new
+    assert new.count("cut before its end") == 2
