@@ -94,10 +94,11 @@ class MasterDataAdmin(admin.ModelAdmin):
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         deleted = 0
         for record in queryset:
+            shown = str(record)  # before deactivating retires its code
             if self._delete(request, record) == services.MasterRecordDeletion.DELETED:
                 deleted += 1
             else:
-                self.message_user(request, deactivated_message(str(record)), messages.WARNING)
+                self.message_user(request, deactivated_message(shown), messages.WARNING)
         if deleted:
             names = model_ngettext(self.opts, deleted)
             self.message_user(request, f"Deleted {deleted} {names}.", messages.SUCCESS)
@@ -119,7 +120,8 @@ def deactivated_message(record: str) -> str:
     """What the admin says when a delete deactivated `record` instead."""
     return (
         f"{record} was deactivated, not deleted: satellites may hold it or transactions use it, "
-        "so it stays in history and can no longer be chosen."
+        "so it stays in history and can no longer be chosen. Its code now ends in ~ and part "
+        "of its id, so a new record may take the code."
     )
 
 

@@ -87,11 +87,18 @@ def master_record_delete(*, record: MasterRecord) -> MasterRecordDeletion:
     local history points at it.
 
     A satellite whose transactions use a record could not apply its delete, and sync would stop
-    there; an inactive record stays in history, still syncs, and can no longer be chosen.
+    there; an inactive record stays in history, still syncs, and can no longer be chosen. Its
+    code is retired (suffixed with its id), so a new record may take the code, as it could
+    after a real delete.
     """
     master_data_ensure_writable()
-    from sync.selectors import master_record_may_be_held
+    from sync.selectors import master_record_may_be_held, store_hosting_peer
 
+    if isinstance(record, Store) and (peer := store_hosting_peer(code=record.code)):
+        raise ValidationError(
+            f"Store {record} is hosted by satellite {peer}: remove that server from Sync with "
+            "first (Preferences > Synchronisation), then delete the store."
+        )
     if not master_record_may_be_held(table_name=record._meta.db_table, record_id=record.pk):
         try:
             record.delete()
@@ -99,8 +106,17 @@ def master_record_delete(*, record: MasterRecord) -> MasterRecordDeletion:
             pass
         else:
             return MasterRecordDeletion.DELETED
-    master_record_save(record=record, active=False)
+    master_record_save(record=record, active=False, code=retired_code(record))
     return MasterRecordDeletion.DEACTIVATED
+
+
+def retired_code(record: Store | Item | Name) -> str:
+    """The code a deleted-but-kept record carries: its own, then "~" and part of its id."""
+    suffix = f"~{record.pk.hex[:6]}"
+    if record.code.endswith(suffix):
+        return record.code
+    length = record._meta.get_field("code").max_length or 20
+    return record.code[: length - len(suffix)] + suffix
 
 
 @dataclass(frozen=True)

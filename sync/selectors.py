@@ -119,6 +119,11 @@ def master_record_may_be_held(*, table_name: str, record_id: uuid.UUID) -> bool:
     return first is not None and any(position >= first for position in served)
 
 
+def store_hosting_peer(*, code: str) -> SyncPeer | None:
+    """The satellite in Sync with that hosts the store with `code`, if any."""
+    return SyncPeer.objects.filter(store_code=code).first()
+
+
 def store_is_hosted_here(store_id: uuid.UUID) -> bool:
     """Tell whether this site writes `store_id`'s transactions and stock.
 

@@ -5,14 +5,18 @@
 bytes have gone in `direction` (counted over all connections), the connection carrying them is
 dropped after exactly that many bytes, and the proxy passes everything through again.
 `on_request_sent(fragment, callback)` calls `callback` once, when a whole HTTP request whose
-request line contains `fragment` has gone upstream. `capture(fragment)` keeps every whole request
-naming `fragment`, as the client sent it (even one a cut kept from the server), in `captured`,
-so a test can send it again later; `drop_request(fragment)` drops the link instead of forwarding the
-last part of the next such request, so the server never gets it whole. The proxy is bounded: at most
-`max_connections` at a time, and it stops itself after `lifetime` seconds.
+request line contains `fragment` has gone upstream. `hold(fragment)` keeps the next such request
+from going upstream at all, whatever its client does meanwhile, until `deliver_held()` sends it
+on a connection of its own, as a late packet would arrive, and returns the answer.
+`capture(fragment)` keeps every whole request naming `fragment`, as the client sent it (even one
+a cut kept from the server), in `captured`, so a test can send it again later;
+`drop_request(fragment)` drops the link instead of forwarding the last part of the next such
+request, so the server never gets it whole. The proxy is bounded: at most `max_connections` at a
+time, and it stops itself after `lifetime` seconds.
 """
 
 import contextlib
+import http.client
 import socket
 import threading
 import time
@@ -32,6 +36,11 @@ class _RequestTracker:
         self._line = ""
         self._request = b""
         self._body_left: int | None = None
+
+    @property
+    def between_requests(self) -> bool:
+        """Whether the next byte fed starts a new request."""
+        return self._body_left is None and not self._head
 
     def feed(self, data: bytes) -> list[tuple[str, bytes]]:
         """Take the next bytes of the stream; return each request now complete: line and bytes."""
@@ -70,8 +79,10 @@ class _Link:
         self.sockets = {TO_SERVER: upstream, TO_CLIENT: client}
         self.sources = {TO_SERVER: client, TO_CLIENT: upstream}
         self.tracker = _RequestTracker()
-        # What the client sent, cut or not: the cut tracker above sees only what went upstream.
+        # What the client sent, cut or not: the tracker above sees only what went upstream.
         self.sent_tracker = _RequestTracker()
+        # Set while this link's client sends a request that the proxy holds back.
+        self.held: _RequestTracker | None = None
         self.finished: set[str] = set()
         self._closed = threading.Event()
 
@@ -105,6 +116,9 @@ class LinkProxy:
         self._capture: str | None = None
         self._drop: str | None = None
         self.captured: list[bytes] = []
+        self._hold: str | None = None
+        self._held = bytearray()
+        self._held_complete = threading.Event()
         self._links: set[_Link] = set()
         self.cuts = 0
         self.forwarded = {TO_SERVER: 0, TO_CLIENT: 0}
@@ -140,12 +154,41 @@ class LinkProxy:
         with self._lock:
             self._drop = fragment
 
+    def hold(self, fragment: str) -> None:
+        """Keep the next request naming `fragment` from going upstream until deliver_held()."""
+        with self._lock:
+            self._hold = fragment
+            self._held = bytearray()
+            self._held_complete.clear()
+
+    def deliver_held(self, timeout: float = 30.0) -> tuple[int, dict[str, str], bytes]:
+        """Send the held request upstream on a new connection; returns status, headers, body.
+
+        Waits up to `timeout` seconds for the request to have arrived whole.
+        """
+        if not self._held_complete.wait(timeout):
+            raise TimeoutError(f"No whole request was held within {timeout} s.")
+        with self._lock:
+            request = bytes(self._held)
+            self._held = bytearray()
+            self._held_complete.clear()
+        with socket.create_connection(("127.0.0.1", self.upstream_port), timeout=60) as upstream:
+            upstream.sendall(request)
+            response = http.client.HTTPResponse(upstream)
+            response.begin()
+            return (
+                response.status,
+                {k.lower(): v for k, v in response.getheaders()},
+                response.read(),
+            )
+
     def pass_through(self) -> None:
-        """Disarm any cut, drop or request watch: forward everything."""
+        """Disarm any cut, drop, request watch or hold: forward everything."""
         with self._lock:
             self._cut = None
-            self._drop = None
             self._watch = None
+            self._hold = None
+            self._drop = None
 
     def close(self) -> None:
         """Stop listening and drop every open link."""
@@ -223,6 +266,8 @@ class LinkProxy:
                 if direction == TO_SERVER and self._capture_requests(link, data):
                     link.close()
                     return
+                if direction == TO_SERVER and self._held_back(link, data):
+                    continue
                 keep, drop = self._take(direction, data)
                 target.sendall(keep)
                 if drop:
@@ -269,6 +314,23 @@ class LinkProxy:
                     self.cuts += 1
                     drop = True
         return drop
+
+    def _held_back(self, link: _Link, data: bytes) -> bool:
+        """Whether `data`, going upstream, belongs to the request being held (and is kept)."""
+        with self._lock:
+            if link.held is None:
+                if self._hold is None or not link.tracker.between_requests:
+                    return False
+                # A client sends a request only after the previous answer: it starts a chunk.
+                request_line = data.split(b"\r\n", 1)[0].decode("latin-1")
+                if self._hold not in request_line:
+                    return False
+                self._hold = None
+                link.held = _RequestTracker()
+            self._held += data
+            if link.held.feed(data):
+                self._held_complete.set()
+            return True
 
     def _watch_requests(self, link: _Link, data: bytes) -> None:
         for request_line, _ in link.tracker.feed(data):

@@ -27,7 +27,8 @@ def deactivated(record: Item) -> str:
     """The message that tells the operator `record` was kept."""
     return (
         f"{record} was deactivated, not deleted: satellites may hold it or transactions use it, "
-        "so it stays in history and can no longer be chosen."
+        "so it stays in history and can no longer be chosen. Its code now ends in ~ and part "
+        "of its id, so a new record may take the code."
     )
 
 

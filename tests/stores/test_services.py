@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 
 from stores import services
 from stores.models import Item, Name, NumberCounter, StockLine, Store, Transaction
-from sync.models import ChangeLog, PeerState
+from sync.models import ChangeLog, PeerState, SyncPeer
 from sync.services import preferences_update
 from tests.factories import (
     ItemFactory,
@@ -104,6 +104,26 @@ def test_master_record_a_satellite_may_hold_is_deactivated_not_deleted(
     outcome = services.master_record_delete(record=record)
     assert outcome == services.MasterRecordDeletion.DEACTIVATED
     assert type(record).objects.get(pk=record.pk).active is False
+
+
+def test_a_deactivating_delete_retires_the_code_so_a_new_record_may_take_it() -> None:
+    item = ItemFactory(code="AMOX-250")
+    served(first_logged(item))
+    services.master_record_delete(record=item)
+    retired = Item.objects.get(pk=item.pk)
+    assert retired.code == f"AMOX-250~{item.pk.hex[:6]}"
+    assert services.item_create(code="AMOX-250", name="Amoxicillin", unit="tablet").active
+    # Deleting it again keeps the same retired code.
+    services.master_record_delete(record=retired)
+    assert Item.objects.get(pk=item.pk).code == retired.code
+
+
+def test_a_store_a_satellite_hosts_cannot_be_deleted_until_its_server_is_removed() -> None:
+    store = StoreFactory(code="S007")
+    SyncPeer.objects.create(sync_id=7, name="Clinic", store_code="S007", url="http://x.org/")
+    with pytest.raises(ValidationError, match="remove that server from Sync with"):
+        services.master_record_delete(record=store)
+    assert Store.objects.get(pk=store.pk).active
 
 
 def test_a_pull_served_after_the_record_was_logged_keeps_it_from_deletion() -> None:

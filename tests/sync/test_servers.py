@@ -1,7 +1,5 @@
 """Master and satellites as real server processes syncing over HTTP on 127.0.0.1."""
 
-import json
-import os
 import signal
 import sqlite3
 import threading
@@ -9,7 +7,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,21 +15,33 @@ from typing import Any
 import psycopg
 import pytest
 
+from sync.changes import Cursor
 from sync.client import MasterClient, SyncFailure
 from sync.protocol import PROTOCOL_MIN_VERSION, PROTOCOL_VERSION
 from sync.registry import STORE_TABLE_NAMES, TABLES_BY_NAME
-from tests.proxy import TO_CLIENT, TO_SERVER, LinkProxy
+from tests.proxy import TO_CLIENT, TO_SERVER
 from tests.servers import SYNC_PASSWORD, SYNC_USERNAME, Cluster, Site
+from tests.sync.realsites import (
+    MASTER_MODELS,
+    POSTGRES,
+    ProxiedCluster,
+    Rows,
+    assert_in_step,
+    client,
+    dump_all,
+    hex_id,
+    master_part,
+    shell,
+    sql,
+    store_part,
+    sync_fails,
+    sync_ok,
+)
 
 # sql() takes no parameters: queries embed only ids and codes these tests made themselves.
 # ruff: noqa: S608
 
 pytestmark = pytest.mark.servers
-
-POSTGRES = os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://"))
-MASTER_MODELS = ("stores.store", "stores.item", "stores.name")
-STORE_MODELS = ("stores.transaction", "stores.transactionline", "stores.stockline")
-Rows = list[dict[str, Any]]
 
 # Lockout window of the auth cluster's master: long enough for five failed logins and a sixth
 # try on a busy machine, short enough to wait out.
@@ -44,98 +53,8 @@ LINK_BATCH_SIZE = 300
 # --- helpers -------------------------------------------------------------------------------
 
 
-def sync_ok(site: Site) -> dict[str, Any]:
-    """Run sync_now on `site`; it must succeed. Returns its JSON report."""
-    report = site.manage_json("sync_now")
-    assert report["result"] == "success", report
-    return report
-
-
-def sync_fails(site: Site) -> dict[str, Any]:
-    """Run sync_now on `site`; it must exit non-zero with a plain message and no traceback."""
-    result = site.manage("sync_now", "--json", check=False)
-    assert result.returncode != 0, result.stdout
-    report = dict(json.loads(result.stdout.strip().splitlines()[-1]))
-    assert report["result"] == "failure", report
-    assert report["message"]
-    assert report["message"] in result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-    return report
-
-
-def shell(site: Site, code: str) -> str:
-    """Run Python in `manage.py shell` on `site`; returns what it printed."""
-    return site.manage("shell", "--no-imports", "-c", code).stdout.strip()
-
-
-def sql(site: Site, query: str) -> list[tuple[Any, ...]]:
-    """Like Site.sql, but read `site`'s database from this process: no Django start-up."""
-    if POSTGRES:
-        with psycopg.connect(site.database_url, autocommit=True) as connection:
-            return [tuple(row) for row in connection.execute(query).fetchall()]
-    path = site.database_url.removeprefix("sqlite:///")
-    with closing(sqlite3.connect(path, timeout=20)) as connection:
-        return [tuple(row) for row in connection.execute(query).fetchall()]
-
-
-def dump_all(site: Site) -> Rows:
-    return site.dump(*MASTER_MODELS, *STORE_MODELS)
-
-
-def master_part(rows: Rows) -> Rows:
-    return [row for row in rows if row["model"] in MASTER_MODELS]
-
-
-def store_pk(rows: Rows, code: str) -> str:
-    return next(
-        row["pk"]
-        for row in rows
-        if row["model"] == "stores.store" and row["fields"]["code"] == code
-    )
-
-
-def store_part(rows: Rows, code: str) -> Rows:
-    """Transactions, their lines and stock lines of store `code`."""
-    pk = store_pk(rows, code)
-    transactions = {
-        row["pk"]
-        for row in rows
-        if row["model"] == "stores.transaction" and row["fields"]["store"] == pk
-    }
-    return [
-        row
-        for row in rows
-        if (
-            row["model"] in ("stores.transaction", "stores.stockline")
-            and row["fields"]["store"] == pk
-        )
-        or (
-            row["model"] == "stores.transactionline"
-            and row["fields"]["transaction"] in transactions
-        )
-    ]
-
-
 def count(rows: Rows, model: str) -> int:
     return sum(1 for row in rows if row["model"] == model)
-
-
-def assert_in_step(master: Site, satellite: Site, code: str) -> tuple[Rows, Rows]:
-    """Master data equal record by record, store `code`'s data equal, and nothing else there."""
-    on_master, on_satellite = dump_all(master), dump_all(satellite)
-    assert master_part(on_satellite) == master_part(on_master)
-    assert store_part(on_satellite, code) == store_part(on_master, code)
-    store_rows = [row for row in on_satellite if row["model"] in STORE_MODELS]
-    assert store_rows == store_part(on_satellite, code), "another store's data on the satellite"
-    return on_master, on_satellite
-
-
-def point_at(satellite: Site, url: str) -> None:
-    """Make `url` the master's address in the satellite's Sync with list."""
-    satellite.manage("sync_peer", "remove", "--sync-id", "1")
-    satellite.manage(
-        "sync_peer", "add", "--sync-id", "1", "--name", "master", "--store", "S001", "--url", url
-    )
 
 
 def rebuild_satellite(cluster: Cluster, sync_id: int, url: str) -> Site:
@@ -153,20 +72,6 @@ def rebuild_satellite(cluster: Cluster, sync_id: int, url: str) -> Site:
         "sync_peer", "add", "--sync-id", "1", "--name", "master", "--store", "S001", "--url", url
     )
     return new
-
-
-def client(master: Site, sync_id: int = 2, **options: Any) -> MasterClient:
-    return MasterClient(
-        url=master.url,
-        sync_id=sync_id,
-        username=SYNC_USERNAME,
-        password=SYNC_PASSWORD,
-        **options,
-    )
-
-
-def hex_id(value: object) -> str:
-    return uuid.UUID(str(value)).hex
 
 
 def row(table: str, **values: Any) -> list[Any]:
@@ -213,6 +118,22 @@ def wire(
             for name, rows in upserts.items()
         ],
         "deletes": [{"table": name, "ids": ids} for name, ids in (deletes or {}).items()],
+    }
+
+
+def next_batch(sender: MasterClient) -> dict[str, Any]:
+    """Where a raw push as `sender` must sit: right after the master's record of its pushes
+    (generation 1 opens the history of a satellite that never pushed).
+
+    Pass the result to push() with the batch id and changes.
+    """
+    record = sender.handshake()["push"]
+    start = Cursor.parse(str(record["end"]))
+    return {
+        "generation": max(1, record["generation"]),
+        "start": str(start),
+        "end": str(Cursor(start.txid, start.seq + 3)),
+        "digest": uuid.uuid4().hex,
     }
 
 
@@ -263,25 +184,17 @@ def auth_cluster(workdir: Path) -> Cluster:
     return cluster
 
 
-class LinkCluster(Cluster):
-    """A master and satellite 2, which reaches the master only through `proxy`.
+def link_cluster(workdir: Path) -> ProxiedCluster:
+    """A master and satellite 2, which reaches the master only through the cluster's proxy.
 
     The satellite retries nothing within a run, so a cut ends the run and the next run resumes,
     and it pushes and pulls batches of LINK_BATCH_SIZE.
     """
-
-    def __init__(self, workdir: Path) -> None:
-        super().__init__(workdir, satellites=1)
-        self.satellites[0].extra_env.update(SYNC_BATCH_SIZE=str(LINK_BATCH_SIZE), SYNC_RETRIES="0")
-        self.proxy = LinkProxy(self.master.port, lifetime=1800)
-
-    def provision(self, **options: Any) -> None:
-        super().provision(**options)
-        point_at(self.satellites[0], self.proxy.url)
-
-    def destroy(self) -> None:
-        self.proxy.close()
-        super().destroy()
+    return ProxiedCluster(
+        workdir,
+        satellites=1,
+        satellite_env={"SYNC_BATCH_SIZE": str(LINK_BATCH_SIZE), "SYNC_RETRIES": "0"},
+    )
 
 
 def ready(cluster: Cluster) -> Cluster:
@@ -300,7 +213,7 @@ def provisioning(
 
     Provisioning costs some 15 s a cluster; the main cluster's tests run meanwhile.
     """
-    builders: dict[str, Callable[[Path], Cluster]] = {"auth": auth_cluster, "link": LinkCluster}
+    builders: dict[str, Callable[[Path], Cluster]] = {"auth": auth_cluster, "link": link_cluster}
     wanted = {
         name
         for item in request.session.items
@@ -470,28 +383,27 @@ def test_a_draft_deleted_on_a_satellite_disappears_from_the_master(initialised: 
     assert (sql(master, header), sql(master, lines)) == ([(0,)], [(0,)])
 
 
-def test_an_unused_item_deleted_on_the_master_disappears_from_the_satellites(
+def test_an_item_deleted_on_the_master_is_deactivated_once_satellites_may_hold_it(
     initialised: Cluster,
 ) -> None:
     master = initialised.master
-    item = "SELECT count(*) FROM stores_item WHERE code = 'D00001'"
-    shell(
-        master,
-        "from stores import services; "
-        "services.item_create(code='D00001', name='Povidone iodine 10%', unit='bottle')",
+    item = "SELECT code, active FROM stores_item WHERE code IN ('D00001', 'D00002')"
+    create = "from stores import services; services.item_create(code='{}', name='PVP', unit='ml')"
+    delete = (
+        "from stores import services; from stores.models import Item; "
+        "services.master_record_delete(record=Item.objects.get(code='{}'))"
     )
+    shell(master, create.format("D00001"))
     for satellite in initialised.satellites:
         sync_ok(satellite)
-        assert sql(satellite, item) == [(1,)]
-    shell(
-        master,
-        "from stores import services; from stores.models import Item; "
-        "services.master_record_delete(record=Item.objects.get(code='D00001'))",
-    )
-    assert sql(master, item) == [(0,)]
+        assert sql(satellite, item) == [("D00001", True)]
+    # D00001 has been served, D00002 never: only the second can be deleted outright.
+    shell(master, create.format("D00002") + "; " + delete.format("D00002"))
+    shell(master, delete.format("D00001"))
+    assert sql(master, item) == [("D00001", False)]
     for satellite in initialised.satellites:
-        assert sync_ok(satellite)["records_pulled"] == 1
-        assert sql(satellite, item) == [(0,)]
+        sync_ok(satellite)
+        assert sql(satellite, item) == [("D00001", False)]
 
 
 @pytest.fixture(scope="module")
@@ -592,7 +504,7 @@ def test_a_push_of_records_the_satellite_does_not_own_is_refused_whole(
     sender = client(master)
     try:
         with pytest.raises(SyncFailure) as refused:
-            sender.push(batch_id=uuid.uuid4().hex, changes=changes)
+            sender.push(batch_id=uuid.uuid4().hex, changes=changes, **next_batch(sender))
     finally:
         sender.close()
     assert (refused.value.status, refused.value.code) == (403, "forbidden_record")
@@ -656,42 +568,6 @@ def test_sync_status_shows_each_peers_last_contact_and_success_and_nothing_pendi
 def auth(provisioning: dict[str, Future[Cluster]]) -> Cluster:
     """The auth cluster (see auth_cluster), provisioned and synced once."""
     return provisioning["auth"].result()
-
-
-def test_a_resent_push_batch_changes_nothing(auth: Cluster) -> None:
-    master = auth.master
-    ((store,),) = sql(master, "SELECT id FROM stores_store WHERE code = 'S002'")
-    ((item,),) = sql(master, "SELECT id FROM stores_item WHERE code = 'I00004'")
-    ((name,),) = sql(master, "SELECT id FROM stores_name WHERE kind = 'supplier' LIMIT 1")
-    record = uuid.uuid4().hex
-    header = transaction_row(store=hex_id(store), name=hex_id(name), number=1, record_id=record)
-    lines = [line_row(transaction=record, item=hex_id(item), quantity=q) for q in (3, 4)]
-    batch = wire({"stores_transaction": [header], "stores_transactionline": lines})
-    altered_line = list(lines[0])
-    altered_line[TABLES_BY_NAME["stores_transactionline"].field_names.index("quantity")] = 99
-    changed = wire({"stores_transaction": [header], "stores_transactionline": [altered_line]})
-    batch_id = uuid.uuid4().hex
-    before = table_counts(master)
-    sender = client(master)
-    try:
-        first = sender.push(batch_id=batch_id, changes=batch)
-        after_first = table_counts(master)
-        again = sender.push(batch_id=batch_id, changes=batch)
-        altered = sender.push(batch_id=batch_id, changes=changed)
-    finally:
-        sender.close()
-    assert first == {"batch_id": batch_id, "applied": 3, "buffered": 0, "duplicate": False}
-    assert (
-        again == altered == {"batch_id": batch_id, "applied": 0, "buffered": 0, "duplicate": True}
-    )
-    # One transaction, two lines and their three change-log entries; the re-sends added nothing.
-    assert [b - a for a, b in zip(before, after_first, strict=True)] == [0, 0, 0, 1, 2, 0, 3]
-    assert table_counts(master) == after_first
-    quantities = (
-        "SELECT quantity FROM stores_transactionline "
-        f"WHERE transaction_id = '{record}' ORDER BY quantity"
-    )
-    assert sql(master, quantities) == [(3,), (4,)]
 
 
 def test_a_rebuilt_satellite_pushes_its_new_changes_though_its_change_log_restarted(
@@ -762,10 +638,10 @@ def test_a_wrong_password_fails_plainly_then_locks_out_then_recovers(auth: Clust
 
 
 @pytest.fixture(scope="module")
-def link(provisioning: dict[str, Future[Cluster]]) -> LinkCluster:
-    """The link cluster (see LinkCluster), provisioned and synced once through its proxy."""
+def link(provisioning: dict[str, Future[Cluster]]) -> ProxiedCluster:
+    """The link cluster (see link_cluster), provisioned and synced once through its proxy."""
     cluster = provisioning["link"].result()
-    assert isinstance(cluster, LinkCluster)
+    assert isinstance(cluster, ProxiedCluster)
     return cluster
 
 
@@ -778,9 +654,55 @@ CUTS = [
 ]
 
 
+def test_a_resent_push_batch_changes_nothing(link: ProxiedCluster) -> None:
+    # Pushed as satellite 3, which this cluster's master lists but which never syncs itself: a
+    # batch the master applies advances its record of that satellite's pushes, and a real
+    # satellite would then see a push history it lacks.
+    master = link.master
+    master.manage(
+        "sync_peer", "add", "--sync-id", "3", "--name", "silent", "--store", "S003",
+        "--url", "http://127.0.0.1:9/",
+    )  # fmt: skip
+    ((store,),) = sql(master, "SELECT id FROM stores_store WHERE code = 'S003'")
+    ((item,),) = sql(master, "SELECT id FROM stores_item WHERE code = 'I00004'")
+    ((name,),) = sql(master, "SELECT id FROM stores_name WHERE kind = 'supplier' LIMIT 1")
+    record = uuid.uuid4().hex
+    header = transaction_row(store=hex_id(store), name=hex_id(name), number=1, record_id=record)
+    lines = [line_row(transaction=record, item=hex_id(item), quantity=q) for q in (3, 4)]
+    batch = wire({"stores_transaction": [header], "stores_transactionline": lines})
+    altered_line = list(lines[0])
+    altered_line[TABLES_BY_NAME["stores_transactionline"].field_names.index("quantity")] = 99
+    changed = wire({"stores_transaction": [header], "stores_transactionline": [altered_line]})
+    batch_id = uuid.uuid4().hex
+    before = table_counts(master)
+    sender = client(master, sync_id=3)
+    try:
+        position = next_batch(sender)
+        first = sender.push(batch_id=batch_id, changes=batch, **position)
+        after_first = table_counts(master)
+        again = sender.push(batch_id=batch_id, changes=batch, **position)
+        altered = sender.push(batch_id=batch_id, changes=changed, **position)
+    finally:
+        sender.close()
+
+    def outcome(answer: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(answer[key] for key in ("batch_id", "applied", "buffered", "duplicate"))
+
+    assert outcome(first) == (batch_id, 3, 0, False)
+    assert outcome(again) == outcome(altered) == (batch_id, 0, 0, True)
+    # One transaction, two lines and their three change-log entries; the re-sends added nothing.
+    assert [b - a for a, b in zip(before, after_first, strict=True)] == [0, 0, 0, 1, 2, 0, 3]
+    assert table_counts(master) == after_first
+    quantities = (
+        "SELECT quantity FROM stores_transactionline "
+        f"WHERE transaction_id = '{record}' ORDER BY quantity"
+    )
+    assert sql(master, quantities) == [(3,), (4,)]
+
+
 @pytest.mark.parametrize(("direction", "cut_after", "progress"), CUTS)
 def test_a_run_cut_mid_transfer_fails_plainly_and_the_next_run_resumes(
-    link: LinkCluster, direction: str, cut_after: int, progress: bool
+    link: ProxiedCluster, direction: str, cut_after: int, progress: bool
 ) -> None:
     master, satellite, proxy = link.master, link.satellites[0], link.proxy
     if direction == TO_SERVER:
@@ -854,7 +776,7 @@ def kill_when_integrating(site: Site, killed: threading.Event, done: threading.E
 
 
 def test_a_master_killed_mid_integration_gets_every_record_exactly_once(
-    link: LinkCluster,
+    link: ProxiedCluster,
 ) -> None:
     master, satellite, proxy = link.master, link.satellites[0], link.proxy
     satellite.manage("seed_demo", "--transactions", str(transactions_of(satellite, "S002") + 60))
@@ -886,7 +808,7 @@ def test_a_master_killed_mid_integration_gets_every_record_exactly_once(
 
 
 def test_a_satellite_rebuilt_from_empty_gets_its_store_data_back(
-    link: LinkCluster,
+    link: ProxiedCluster,
 ) -> None:
     master, old = link.master, link.satellites[0]
     if transactions_of(old, "S002") < 30:
