@@ -119,6 +119,10 @@ class MasterClient:
                 connection.request(method, path, body=payload, headers=headers)
                 response = connection.getresponse()
                 raw = response.read()
+                if not raw:
+                    # Every answer of the sync API has a body: the link dropped inside the
+                    # answer's headers, which is not a wrong URL.
+                    raise http.client.IncompleteRead(raw)
                 break
             except (OSError, http.client.HTTPException) as error:
                 self.close()

@@ -387,7 +387,7 @@ def test_an_item_deleted_on_the_master_is_deactivated_once_satellites_may_hold_i
     initialised: Cluster,
 ) -> None:
     master = initialised.master
-    item = "SELECT code, active FROM stores_item WHERE code IN ('D00001', 'D00002')"
+    item = "SELECT code, active FROM stores_item WHERE code LIKE 'D0000%'"
     create = "from stores import services; services.item_create(code='{}', name='PVP', unit='ml')"
     delete = (
         "from stores import services; from stores.models import Item; "
@@ -399,11 +399,14 @@ def test_an_item_deleted_on_the_master_is_deactivated_once_satellites_may_hold_i
         assert sql(satellite, item) == [("D00001", True)]
     # D00001 has been served, D00002 never: only the second can be deleted outright.
     shell(master, create.format("D00002") + "; " + delete.format("D00002"))
+    ((served_id,),) = sql(master, "SELECT id FROM stores_item WHERE code = 'D00001'")
     shell(master, delete.format("D00001"))
-    assert sql(master, item) == [("D00001", False)]
+    # Kept and inactive; its code retired so that a new item may take it.
+    retired = [(f"D00001~{hex_id(served_id)[:6]}", False)]
+    assert sql(master, item) == retired
     for satellite in initialised.satellites:
         sync_ok(satellite)
-        assert sql(satellite, item) == [("D00001", False)]
+        assert sql(satellite, item) == retired
 
 
 @pytest.fixture(scope="module")
@@ -649,6 +652,7 @@ CUTS = [
     pytest.param(TO_SERVER, 150, False, id="to-master-in-handshake"),
     pytest.param(TO_SERVER, 5_000, False, id="to-master-in-first-push-batch"),
     pytest.param(TO_SERVER, 15_000, True, id="to-master-in-later-push-batch"),
+    pytest.param(TO_CLIENT, 40, False, id="to-satellite-in-answer-headers"),
     pytest.param(TO_CLIENT, 300, False, id="to-satellite-in-handshake"),
     pytest.param(TO_CLIENT, 11_500, True, id="to-satellite-in-second-pull-batch"),
 ]
