@@ -1,19 +1,29 @@
 """Reading the change log and turning changes into the compact changesets sent on the wire."""
 
+import datetime
+import decimal
 import functools
 import hashlib
+import json
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from django.core.exceptions import ValidationError
+from django.core.validators import DecimalValidator
 from django.db import connection, models
+from django.db.backends.base.operations import BaseDatabaseOperations
 from django.db.models import BooleanField, Q, QuerySet
 from django.db.models.expressions import RawSQL
+from django.utils.dateparse import parse_date
+
+from stores.models import Transaction, TransactionLine
 
 from .models import ChangeAction, ChangeLog
 from .registry import SYNCED_TABLES, TABLES_BY_NAME, SyncedTable
+
+CURSOR_LIMIT = 2**63
 
 
 class Cursor(NamedTuple):
@@ -36,6 +46,9 @@ class Cursor(NamedTuple):
             ) from None
         if txid < 0 or seq < 0:
             raise ValueError(f"{text!r} is not a sync cursor (numbers must not be negative).")
+        if txid >= CURSOR_LIMIT or seq >= CURSOR_LIMIT:
+            # The change log holds both as bigint: a larger number cannot be a position in it.
+            raise ValueError(f"{text!r} is not a sync cursor (numbers must be below 2**63).")
         return cls(txid, seq)
 
     @classmethod
@@ -166,13 +179,168 @@ def _uuid_from_hex(value: Any) -> uuid.UUID:
     return uuid.UUID(str(value))
 
 
+class _Refused(ValueError):
+    """A wire value the model's rules refuse; its message says why, after the field's name."""
+
+
+def _shown(value: Any) -> str:
+    # A refused value is quoted in the message, never a megabyte of it.
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+def _integer_range(model_field: models.Field) -> tuple[int, int]:
+    """The values both this database and every other site's can hold in `model_field`.
+
+    A master on SQLite stores 64-bit integers, but the satellites it serves may run PostgreSQL,
+    whose integer columns are 32-bit: the narrower range is the one every site can apply.
+    """
+    internal_type = model_field.get_internal_type()
+    low, high = BaseDatabaseOperations.integer_field_ranges.get(
+        internal_type, (-(2**31), 2**31 - 1)
+    )
+    here_low, here_high = connection.ops.integer_field_range(internal_type)
+    if here_low is not None:
+        low = max(low, here_low)
+    if here_high is not None:
+        high = min(high, here_high)
+    return low, high
+
+
+def _integer_decoder(model_field: models.Field) -> Callable[[Any], Any]:
+    low, high = _integer_range(model_field)
+
+    def decode(value: Any) -> int:
+        # Django's to_python would read true as 1 and cut 1.9 to 1: a wire number is exact.
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise _Refused(f"{_shown(value)} is not a whole number")
+        if not low <= value <= high:
+            raise _Refused(f"{value} is outside {low}..{high}")
+        return value
+
+    return decode
+
+
+def _boolean_decoder(model_field: models.Field) -> Callable[[Any], Any]:
+    def decode(value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise _Refused(f"{_shown(value)} is not true or false")
+        return value
+
+    return decode
+
+
+def _text_decoder(model_field: models.Field) -> Callable[[Any], Any]:
+    max_length = model_field.max_length
+
+    def decode(value: Any) -> str:
+        if not isinstance(value, str):
+            raise _Refused(f"{_shown(value)} is not text")
+        # Refused, never cut: a shortened code or batch is another record's, or nobody's.
+        if max_length is not None and len(value) > max_length:
+            raise _Refused(f"has {len(value)} characters, more than {max_length}")
+        # PostgreSQL cannot store NUL in text; SQLite would, and pass it on to satellites.
+        if "\x00" in value:
+            raise _Refused(f"{_shown(value)} holds a NUL character")
+        return value
+
+    return decode
+
+
+def _decimal_decoder(model_field: models.DecimalField) -> Callable[[Any], Any]:
+    validator = DecimalValidator(model_field.max_digits, model_field.decimal_places)
+
+    def decode(value: Any) -> Any:
+        if not isinstance(value, str):
+            raise _Refused(f"{_shown(value)} is not a decimal number written as text")
+        try:
+            number = decimal.Decimal(value)
+        except decimal.InvalidOperation:
+            raise _Refused(f"{_shown(value)} is not a decimal number") from None
+        if not number.is_finite():
+            raise _Refused(f"{_shown(value)} is not a finite number")
+        try:
+            validator(number)
+        except ValidationError:
+            raise _Refused(
+                f"{_shown(value)} has more than {model_field.max_digits} digits or "
+                f"{model_field.decimal_places} decimal places"
+            ) from None
+        return number
+
+    return decode
+
+
+def _date_decoder(model_field: models.Field) -> Callable[[Any], Any]:
+    def decode(value: Any) -> datetime.date:
+        date = parse_date(value) if isinstance(value, str) else None
+        if date is None:
+            raise _Refused(f"{_shown(value)} is not a date written YYYY-MM-DD")
+        return date
+
+    return decode
+
+
+def _with_rules(model_field: models.Field, decode: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """`decode`, then the field's choices and nullability, as the model declares them."""
+    choices = [str(choice) for choice, _ in model_field.flatchoices]
+
+    def decode_checked(value: Any) -> Any:
+        if value is None:
+            if not model_field.null:
+                raise _Refused("is missing (null)")
+            return None
+        decoded = decode(value)
+        if choices and decoded not in choices:
+            raise _Refused(f"{_shown(value)} is not one of {', '.join(choices)}")
+        return decoded
+
+    return decode_checked
+
+
+def _decoder(model_field: models.Field) -> Callable[[Any], Any]:
+    if _encoder_kind(model_field) == "uuid":
+        return _uuid_from_hex
+    # Order matters: BooleanField and DateTimeField are no subclasses of these, but
+    # PositiveIntegerField is an IntegerField.
+    if isinstance(model_field, models.BooleanField):
+        return _boolean_decoder(model_field)
+    if isinstance(model_field, models.IntegerField):
+        return _integer_decoder(model_field)
+    if isinstance(model_field, models.DecimalField):
+        return _decimal_decoder(model_field)
+    if isinstance(model_field, models.DateField) and not isinstance(
+        model_field, models.DateTimeField
+    ):
+        return _date_decoder(model_field)
+    if isinstance(model_field, (models.CharField, models.TextField)):
+        return _text_decoder(model_field)
+    return model_field.to_python
+
+
 @functools.cache
 def _decoders(table: SyncedTable) -> list[Callable[[Any], Any]]:
-    """Per column, the function that turns a wire value back into a Python value."""
-    return [
-        _uuid_from_hex if _encoder_kind(model_field) == "uuid" else model_field.to_python
-        for model_field in table.fields
-    ]
+    """Per column, the function that checks a wire value against the model's rules and turns
+    it into a Python value; it raises _Refused saying what is wrong."""
+    return [_with_rules(model_field, _decoder(model_field)) for model_field in table.fields]
+
+
+INVOICE_KINDS = {Transaction.Kind.SUPPLIER_INVOICE, Transaction.Kind.CUSTOMER_INVOICE}
+
+
+def line_quantity_check(*, line_id: Any, quantity: int, kind: str | None) -> None:
+    """Refuse a transaction line quantity the services would refuse (stores.services).
+
+    No line moves nothing; on an invoice goods only go one way, so its quantities are positive
+    (an inventory adjustment reduces stock). `kind` None: the transaction is not known here.
+    """
+    name = "stores_transactionline"
+    if quantity == 0:
+        raise WireError(f"{name} {line_id}: quantity 0 is refused: a line must move stock.")
+    if kind in INVOICE_KINDS and quantity < 0:
+        raise WireError(
+            f"{name} {line_id}: quantity {quantity} is refused: lines of a {kind} must be positive."
+        )
 
 
 @dataclass
@@ -235,23 +403,55 @@ class ChangeSet:
     def rows(self, table: SyncedTable) -> list[list[Any]]:
         """The upserted rows of `table` with their values as Python types (decoded once)."""
         if table.name not in self._decoded:
-            self._decoded[table.name] = [
-                self._decode_row(table, row) for row in self.upserts.get(table.name, [])
-            ]
+            rows = [self._decode_row(table, row) for row in self.upserts.get(table.name, [])]
+            if table.model is TransactionLine:
+                self._lines_check(table, rows)
+            self._decoded[table.name] = rows
         return self._decoded[table.name]
+
+    def _lines_check(self, lines: SyncedTable, rows: list[list[Any]]) -> None:
+        """Check line quantities against their transaction's kind when it travels with them."""
+        transactions = TABLES_BY_NAME[Transaction._meta.db_table]
+        kind_at = transactions.position("kind")
+        kinds = {row[0]: row[kind_at] for row in self.rows(transactions)}
+        transaction_at, quantity_at = lines.position("transaction_id"), lines.position("quantity")
+        for row in rows:
+            line_quantity_check(
+                line_id=row[0], quantity=row[quantity_at], kind=kinds.get(row[transaction_at])
+            )
+
+    def lines_of_other_transactions(self) -> dict[uuid.UUID, list[tuple[uuid.UUID, int]]]:
+        """(line id, quantity) per transaction id, for lines whose transaction is not in here."""
+        lines = TABLES_BY_NAME[TransactionLine._meta.db_table]
+        transactions = TABLES_BY_NAME[Transaction._meta.db_table]
+        arriving = {row[0] for row in self.rows(transactions)}
+        transaction_at, quantity_at = lines.position("transaction_id"), lines.position("quantity")
+        others: dict[uuid.UUID, list[tuple[uuid.UUID, int]]] = {}
+        for row in self.rows(lines):
+            if row[transaction_at] not in arriving:
+                others.setdefault(row[transaction_at], []).append((row[0], row[quantity_at]))
+        return others
+
+    def digest(self) -> str:
+        """A fingerprint of the changes as sent: a re-sent batch has the same one."""
+        canonical = json.dumps(self.to_wire(), sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
     @staticmethod
     def _decode_row(table: SyncedTable, row: list[Any]) -> list[Any]:
+        if row[0] is None:
+            raise WireError(f"{table.name}: a row has no id.")
         values = []
         for model_field, decode, value in zip(table.fields, _decoders(table), row, strict=True):
             try:
-                values.append(None if value is None else decode(value))
+                values.append(decode(value))
             except (ValidationError, TypeError, ValueError) as error:
+                reason = (
+                    error if isinstance(error, _Refused) else f"has a bad value {_shown(value)}"
+                )
                 raise WireError(
-                    f"{table.name} {row[0]}: {model_field.attname} has a bad value {value!r}."
+                    f"{table.name} {str(row[0])[:40]}: {model_field.attname} {reason}."
                 ) from error
-        if values[0] is None:
-            raise WireError(f"{table.name}: a row has no id.")
         return values
 
 

@@ -9,7 +9,7 @@ import psycopg
 from django.db import connection, models, transaction
 
 from .capture import changes_from
-from .changes import ChangeSet, pk_in
+from .changes import ChangeSet, line_quantity_check, pk_in
 from .models import BufferedRecord
 from .registry import SYNCED_TABLES, TABLES_BY_MODEL, TABLES_BY_NAME, SyncedTable
 
@@ -319,6 +319,24 @@ def changeset_check_ownership(*, changeset: ChangeSet, store_id: uuid.UUID) -> N
                 raise _foreign(table, row[0], owner)
     # ... and rows already here that they would overwrite or delete must belong to it too.
     _check_existing(changeset, store_id, set(store_of_transaction))
+
+
+def changeset_check_line_quantities(*, changeset: ChangeSet) -> None:
+    """Refuse line quantities that their transaction held here forbids (one query for all).
+
+    Lines that travel with their transaction were checked as the changeset was decoded.
+    """
+    from stores.models import Transaction
+
+    lines = changeset.lines_of_other_transactions()
+    if not lines:
+        return
+    kinds = dict(
+        Transaction.objects.filter(pk_in(Transaction, lines)).order_by().values_list("pk", "kind")
+    )
+    for transaction_id, quantities in lines.items():
+        for line_id, quantity in quantities:
+            line_quantity_check(line_id=line_id, quantity=quantity, kind=kinds.get(transaction_id))
 
 
 def _check_existing(

@@ -304,6 +304,8 @@ class AppliedBatch(models.Model):
     batch_id = models.CharField(max_length=64)
     applied_at = models.DateTimeField(auto_now_add=True)
     records = models.PositiveIntegerField()
+    # sha256 of the batch's changes as sent; blank for batches applied before it was kept.
+    digest = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:
         constraints = [

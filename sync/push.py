@@ -19,11 +19,12 @@ from rest_framework import status
 
 from stores.models import Store
 
-from .changes import ChangeSet, Cursor
+from .changes import ChangeSet, Cursor, WireError
 from .integration import (
     MissingParentError,
     OwnershipError,
     changeset_apply,
+    changeset_check_line_quantities,
     changeset_check_ownership,
 )
 from .models import AppliedBatch, PeerState, SyncLog, SyncPeer, SyncResult, SyncTrigger
@@ -100,20 +101,30 @@ def push_batch_apply(
 ) -> PushOutcome:
     """Apply one batch of `peer`'s store data on the master, atomically, in order and once.
 
-    A batch already applied is acknowledged as a duplicate and changes nothing. A batch older
-    than the last one applied raises SyncAPIError `stale_batch` (409), carrying the master's
-    record so the satellite can tell whether it may count the batch as acknowledged.
+    A batch already applied is acknowledged as a duplicate and changes nothing; its id sent
+    with other changes raises SyncAPIError `batch_id_reused` (409). A batch older than the
+    last one applied raises SyncAPIError `stale_batch` (409), carrying the master's record so
+    the satellite can tell whether it may count the batch as acknowledged.
     """
     store = peer_store(peer)
+    digest = changeset.digest()
     with transaction.atomic(durable=True):
         # One integration at a time per satellite: the row lock queues its other requests.
         state = PeerState.objects.select_for_update().get(peer=peer)
         applied = PushRecord.of(state)
-        if AppliedBatch.objects.filter(sync_id=peer.sync_id, batch_id=batch_id).exists():
+        known = (
+            AppliedBatch.objects.filter(sync_id=peer.sync_id, batch_id=batch_id)
+            .values_list("digest", flat=True)
+            .first()
+        )
+        if known is not None:
+            _ensure_same_batch(peer, batch_id, known, digest)
             return PushOutcome(0, True, applied)
         _ensure_in_order(peer, record, applied)
         count = _apply(peer, store, changeset)
-        AppliedBatch.objects.create(sync_id=peer.sync_id, batch_id=batch_id, records=len(changeset))
+        AppliedBatch.objects.create(
+            sync_id=peer.sync_id, batch_id=batch_id, records=len(changeset), digest=digest
+        )
         if record.generation > applied.generation:
             _history_opened(peer, record, applied)
         state.push_generation = record.generation
@@ -133,6 +144,20 @@ def push_batch_apply(
             ]
         )
     return PushOutcome(count, False, record)
+
+
+def _ensure_same_batch(peer: SyncPeer, batch_id: str, known: str, digest: str) -> None:
+    # A batch applied before digests were kept has none: it can only be taken as the same.
+    if not known or known == digest:
+        return
+    raise SyncAPIError(
+        f"Batch id {batch_id!r} was already applied from satellite {peer.sync_id} with other "
+        "changes: this batch was not applied, and nothing of it was. A satellite gives each "
+        "batch a new id, so this points at a satellite restored or copied from another: send "
+        "both servers' logs to your support team.",
+        "batch_id_reused",
+        status.HTTP_409_CONFLICT,
+    )
 
 
 def _ensure_in_order(peer: SyncPeer, record: PushRecord, applied: PushRecord) -> None:
@@ -166,6 +191,10 @@ def _apply(peer: SyncPeer, store: Store, changeset: ChangeSet) -> int:
         changeset_check_ownership(changeset=changeset, store_id=store.pk)
     except OwnershipError as error:
         raise SyncAPIError(str(error), "forbidden_record", status.HTTP_403_FORBIDDEN) from error
+    try:
+        changeset_check_line_quantities(changeset=changeset)
+    except WireError as error:
+        raise SyncAPIError(str(error), "malformed", status.HTTP_400_BAD_REQUEST) from error
     try:
         return changeset_apply(changeset=changeset, source_site=peer.sync_id, buffer=False).applied
     except MissingParentError as error:

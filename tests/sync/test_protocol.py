@@ -5,6 +5,8 @@ import gzip
 import json
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -18,9 +20,11 @@ from sync.changes import ChangeSet, Cursor
 from sync.models import AppliedBatch, ChangeLog, PeerState, SyncPeer
 from sync.protocol import API_PREFIX, PROTOCOL_MIN_VERSION, PROTOCOL_VERSION
 from sync.push import PushRecord
+from sync.registry import SYNCED_TABLES
 from sync.services import peer_save, preferences_update
 from tests.factories import (
     ItemFactory,
+    NameFactory,
     StockLineFactory,
     StoreFactory,
     TransactionFactory,
@@ -374,8 +378,9 @@ def test_push_that_breaks_a_master_constraint_is_a_typed_409_and_applies_nothing
     api: APIClient, store: Store
 ) -> None:
     invoice, line = own_invoice(store)
-    line.quantity = 0
-    assert_error(push(api, changeset_of(invoice, line)), 409, "rejected_record")
+    # Wire decoding checks each field; only the database knows stock may not go below zero.
+    stock = StockLineFactory.build(store=store, item=line.item, quantity=-1)
+    assert_error(push(api, changeset_of(invoice, line, stock)), 409, "rejected_record")
     assert not Transaction.objects.filter(pk=invoice.pk).exists()
     assert not AppliedBatch.objects.exists()
 
@@ -385,8 +390,9 @@ def test_resent_batch_is_acknowledged_as_duplicate_and_changes_nothing(
 ) -> None:
     invoice, line = own_invoice(store)
     assert push(api, changeset_of(invoice, line), batch_id="b1").json()["duplicate"] is False
+    # Changed on the master since: applying the batch again would put the old number back.
+    Transaction.objects.update(number=invoice.number + 1)
     logged = ChangeLog.objects.count()
-    invoice.status = Transaction.Status.FINALISED
     record = PushRecord.of(PeerState.objects.get(peer__sync_id=2)).to_wire()
     # Sent again as it was, under the same id: the master's record is already past it.
     response = push(api, changeset_of(invoice, line), batch_id="b1", **next_batch(start="0.0"))
@@ -398,7 +404,7 @@ def test_resent_batch_is_acknowledged_as_duplicate_and_changes_nothing(
         "duplicate": True,
         "push": record,
     }
-    assert Transaction.objects.get().status == Transaction.Status.DRAFT
+    assert Transaction.objects.get().number == invoice.number + 1
     assert ChangeLog.objects.count() == logged
     assert AppliedBatch.objects.get().records == 2
 
@@ -531,3 +537,167 @@ def test_satellite_refuses_sync_requests_as_not_master() -> None:
     client = APIClient()
     client.credentials(**credentials())
     assert_error(handshake(client), 409, "not_master")
+
+
+def synced_rows() -> dict[str, list[tuple[Any, ...]]]:
+    """Every synced table's rows, all columns, in primary-key order."""
+    return {
+        table.name: list(
+            table.model._default_manager.order_by("pk").values_list(*table.field_names)
+        )
+        for table in SYNCED_TABLES
+    }
+
+
+@dataclass(frozen=True)
+class BadValue:
+    """A record the satellite would push with one value the model's rules refuse."""
+
+    table: str
+    field: str
+    spoil: Callable[[Transaction, TransactionLine], Any]
+
+
+def _transaction(**values: Any) -> Callable[[Transaction, TransactionLine], Any]:
+    def spoil(invoice: Transaction, line: TransactionLine) -> Any:
+        for name, value in values.items():
+            setattr(invoice, name, value)
+        return invoice
+
+    return spoil
+
+
+def _line(**values: Any) -> Callable[[Transaction, TransactionLine], Any]:
+    def spoil(invoice: Transaction, line: TransactionLine) -> Any:
+        for name, value in values.items():
+            setattr(line, name, value)
+        return line
+
+    return spoil
+
+
+def _item_code(invoice: Transaction, line: TransactionLine) -> Any:
+    line.item.code = "C" * 31
+    return line.item
+
+
+def _name_kind(invoice: Transaction, line: TransactionLine) -> Any:
+    return NameFactory.build(kind="x")
+
+
+BAD_VALUES = {
+    "bogus-status": BadValue("stores_transaction", "status", _transaction(status="bogus")),
+    "kind-x": BadValue("stores_transaction", "kind", _transaction(kind="x")),
+    "name-kind-x": BadValue("stores_name", "kind", _name_kind),
+    "true-as-quantity": BadValue("stores_transactionline", "quantity", _line(quantity=True)),
+    "float-quantity": BadValue("stores_transactionline", "quantity", _line(quantity=1.9)),
+    "quantity-2**31": BadValue("stores_transactionline", "quantity", _line(quantity=2**31)),
+    "negative-number": BadValue("stores_transaction", "number", _transaction(number=-1)),
+    "price-1e20": BadValue(
+        "stores_transactionline", "cost_price", _line(cost_price=Decimal("1e20"))
+    ),
+    "price-3-places": BadValue(
+        "stores_transactionline", "sell_price", _line(sell_price=Decimal("0.125"))
+    ),
+    "price-nan": BadValue("stores_transactionline", "sell_price", _line(sell_price="NaN")),
+    "date-not-iso": BadValue("stores_transaction", "date", _transaction(date="01/11/2026")),
+    "1-mb-string": BadValue("stores_transactionline", "batch", _line(batch="B" * 2**20)),
+    "nul-byte": BadValue("stores_transactionline", "batch", _line(batch="B\x00")),
+    "missing-batch": BadValue("stores_transactionline", "batch", _line(batch=None)),
+    "over-long-item-code": BadValue("stores_item", "code", _item_code),
+    "negative-on-customer-invoice": BadValue(
+        "stores_transactionline",
+        "quantity",
+        lambda invoice, line: _line(quantity=-5)(
+            _transaction(kind="customer_invoice", status="finalised")(invoice, line), line
+        ),
+    ),
+    "zero-quantity": BadValue("stores_transactionline", "quantity", _line(quantity=0)),
+}
+
+
+def bad_push(store: Store, case: BadValue) -> tuple[ChangeSet, uuid.UUID]:
+    """A push of one of `store`'s invoices carrying the bad value; the refused record's id."""
+    invoice, line = own_invoice(store)
+    refused = case.spoil(invoice, line)
+    extra = [] if refused in (invoice, line) else [refused]
+    return changeset_of(invoice, line, *extra), refused.pk
+
+
+@pytest.mark.parametrize("case", BAD_VALUES.values(), ids=BAD_VALUES.keys())
+def test_a_pushed_value_the_model_refuses_is_a_400_naming_it_and_applies_nothing(
+    api: APIClient, store: Store, case: BadValue
+) -> None:
+    TransactionFactory(store=store)
+    changeset, record_id = bad_push(store, case)
+    before = synced_rows()
+    logged = ChangeLog.objects.count()
+    message = assert_error(push(api, changeset), 400, "malformed")["message"]
+    assert message.startswith(f"{case.table} {record_id}: {case.field} "), message
+    assert len(message) < 300
+    assert synced_rows() == before
+    assert ChangeLog.objects.count() == logged
+    assert not AppliedBatch.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("kind", "quantity", "refused"),
+    [
+        (Transaction.Kind.CUSTOMER_INVOICE, -5, True),
+        (Transaction.Kind.SUPPLIER_INVOICE, -5, True),
+        (Transaction.Kind.INVENTORY_ADJUSTMENT, -5, False),
+        (Transaction.Kind.CUSTOMER_INVOICE, 5, False),
+    ],
+)
+def test_a_pushed_line_of_a_transaction_the_master_holds_follows_its_kinds_sign_rule(
+    api: APIClient, store: Store, kind: str, quantity: int, refused: bool
+) -> None:
+    invoice = TransactionFactory(store=store, kind=kind, name=None)
+    line = TransactionLineFactory.build(transaction=invoice, item=ItemFactory(), quantity=quantity)
+    before = synced_rows()
+    response = push(api, changeset_of(line))
+    if refused:
+        message = assert_error(response, 400, "malformed")["message"]
+        assert message.startswith(f"stores_transactionline {line.pk}: quantity -5"), message
+        assert synced_rows() == before
+        assert not AppliedBatch.objects.exists()
+    else:
+        assert response.status_code == 200, response.json()
+        assert TransactionLine.objects.get(pk=line.pk).quantity == quantity
+
+
+def test_a_batch_id_resent_with_other_changes_is_a_409_and_applies_nothing(
+    api: APIClient, store: Store
+) -> None:
+    invoice, line = own_invoice(store)
+    assert push(api, changeset_of(invoice, line), batch_id="b1").status_code == 200
+    before = synced_rows()
+    line.quantity += 1
+    body = assert_error(
+        push(api, changeset_of(invoice, line), batch_id="b1"), 409, "batch_id_reused"
+    )
+    assert "nothing of it was" in body["message"]
+    assert synced_rows() == before
+    assert AppliedBatch.objects.get().records == 2
+
+
+@pytest.mark.parametrize("cursor", [f"{2**63}.0", f"0.{2**63}", f"{2**64}.{2**64}"])
+def test_cursor_numbers_from_2_to_the_63_are_refused(api: APIClient, cursor: str) -> None:
+    with pytest.raises(ValueError, match="below 2"):
+        Cursor.parse(cursor)
+    assert_error(api.get(PULL, {"cursor": cursor}), 400, "invalid")
+
+
+def test_the_highest_cursor_the_change_log_can_hold_is_read() -> None:
+    assert Cursor.parse(f"{2**63 - 1}.{2**63 - 1}") == Cursor(2**63 - 1, 2**63 - 1)
+
+
+@pytest.mark.parametrize("bound", ["start", "end"])
+def test_a_push_whose_range_passes_2_to_the_63_is_a_400_and_applies_nothing(
+    api: APIClient, store: Store, bound: str
+) -> None:
+    invoice, line = own_invoice(store)
+    response = push(api, changeset_of(invoice, line), **{bound: f"{2**63}.0"})
+    assert_error(response, 400, "malformed")
+    assert not Transaction.objects.exists()
+    assert not AppliedBatch.objects.exists()

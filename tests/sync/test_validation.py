@@ -1,13 +1,17 @@
-"""Validation of preferences and the Sync with list, alike in services, admin and commands."""
+"""Validation of preferences and the Sync with list, and of every received row's values."""
 
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError
 
-from sync.models import SyncPeer, SyncPreferences
+from sync.changes import ChangeSet, WireError
+from sync.integration import changeset_apply
+from sync.models import BufferedRecord, SyncPeer, SyncPreferences
+from sync.registry import TABLES_BY_NAME
 from sync.selectors import preferences_get
 from sync.services import peer_delete, peer_save, preferences_update
-from tests.factories import StoreFactory
+from tests.factories import StoreFactory, changeset_of
+from tests.sync.test_protocol import BAD_VALUES, BadValue, bad_push, own_invoice, synced_rows
 
 pytestmark = pytest.mark.django_db
 
@@ -128,3 +132,35 @@ def test_master_with_satellites_cannot_become_a_satellite() -> None:
     with pytest.raises(ValidationError, match="remove them"):
         preferences_update(sync_id=9)
     assert SyncPreferences.objects.get().sync_id == 1
+
+
+@pytest.mark.parametrize("case", BAD_VALUES.values(), ids=BAD_VALUES.keys())
+def test_a_pulled_value_the_model_refuses_is_a_wire_error_naming_it(
+    satellite: int, case: BadValue
+) -> None:
+    changeset, record_id = bad_push(StoreFactory(), case)
+    with pytest.raises(WireError) as error:
+        ChangeSet.from_wire(changeset.to_wire()).decode()
+    assert str(error.value).startswith(f"{case.table} {record_id}: {case.field} ")
+
+
+@pytest.mark.parametrize("case", BAD_VALUES.values(), ids=BAD_VALUES.keys())
+def test_a_pulled_changeset_with_a_refused_value_applies_nothing(
+    satellite: int, case: BadValue
+) -> None:
+    changeset, _ = bad_push(StoreFactory(), case)
+    before = synced_rows()
+    with pytest.raises(WireError):
+        changeset_apply(changeset=ChangeSet.from_wire(changeset.to_wire()), source_site=1)
+    assert synced_rows() == before
+    assert not BufferedRecord.objects.exists()
+
+
+def test_a_pulled_changeset_with_valid_values_decodes_to_python_types(satellite: int) -> None:
+    invoice, line = own_invoice(StoreFactory())
+    decoded = ChangeSet.from_wire(changeset_of(invoice, line).to_wire()).decode()
+    lines = TABLES_BY_NAME["stores_transactionline"]
+    row = dict(zip(lines.field_names, decoded.rows(lines)[0], strict=True))
+    assert row["quantity"] == line.quantity
+    assert row["cost_price"] == line.cost_price
+    assert row["expiry"] == line.expiry
