@@ -45,12 +45,28 @@ class Item(SyncedModel):
         return f"{self.code} {self.name}"
 
 
+# Module level, not nested in their models: a model's Meta cannot see its class body, and
+# the CHECK constraints below need the values.
+class NameKind(models.TextChoices):
+    CUSTOMER = "customer", "Customer"
+    SUPPLIER = "supplier", "Supplier"
+
+
+class TransactionKind(models.TextChoices):
+    SUPPLIER_INVOICE = "supplier_invoice", "Supplier invoice (goods received)"
+    CUSTOMER_INVOICE = "customer_invoice", "Customer invoice (goods issued)"
+    INVENTORY_ADJUSTMENT = "inventory_adjustment", "Inventory adjustment"
+
+
+class TransactionStatus(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    FINALISED = "finalised", "Finalised"
+
+
 class Name(SyncedModel):
     """Another party of a transaction: a customer or a supplier."""
 
-    class Kind(models.TextChoices):
-        CUSTOMER = "customer", "Customer"
-        SUPPLIER = "supplier", "Supplier"
+    Kind = NameKind
 
     code = models.CharField(max_length=30, unique=True)
     name = models.CharField(max_length=200)
@@ -59,6 +75,9 @@ class Name(SyncedModel):
 
     class Meta:
         ordering = ["code"]
+        constraints = [
+            models.CheckConstraint(condition=Q(kind__in=NameKind.values), name="name_kind_valid"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.code} {self.name}"
@@ -67,14 +86,8 @@ class Name(SyncedModel):
 class Transaction(SyncedModel):
     """A movement of goods in or out of a store; finalising it moves the stock."""
 
-    class Kind(models.TextChoices):
-        SUPPLIER_INVOICE = "supplier_invoice", "Supplier invoice (goods received)"
-        CUSTOMER_INVOICE = "customer_invoice", "Customer invoice (goods issued)"
-        INVENTORY_ADJUSTMENT = "inventory_adjustment", "Inventory adjustment"
-
-    class Status(models.TextChoices):
-        DRAFT = "draft", "Draft"
-        FINALISED = "finalised", "Finalised"
+    Kind = TransactionKind
+    Status = TransactionStatus
 
     store = models.ForeignKey(Store, on_delete=models.PROTECT, related_name="transactions")
     kind = models.CharField(max_length=20, choices=Kind.choices)
@@ -90,6 +103,12 @@ class Transaction(SyncedModel):
         constraints = [
             models.UniqueConstraint(
                 fields=["store", "number"], name="transaction_number_per_store"
+            ),
+            models.CheckConstraint(
+                condition=Q(kind__in=TransactionKind.values), name="transaction_kind_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=TransactionStatus.values), name="transaction_status_valid"
             ),
         ]
         indexes = [models.Index(fields=["store", "date"])]

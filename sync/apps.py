@@ -2,7 +2,7 @@
 
 from django.apps import AppConfig
 from django.db.backends.signals import connection_created
-from django.db.models.signals import post_migrate
+from django.db.models.signals import post_migrate, pre_migrate
 
 
 class SyncConfig(AppConfig):
@@ -11,7 +11,8 @@ class SyncConfig(AppConfig):
     verbose_name = "Synchronisation"
 
     def ready(self) -> None:
-        from .capture import register_sqlite_function, triggers_reinstall
+        from .capture import register_sqlite_function, triggers_reinstall, triggers_remove_sqlite
 
         connection_created.connect(register_sqlite_function, dispatch_uid="sync_source_site")
+        pre_migrate.connect(triggers_remove_sqlite, sender=self, dispatch_uid="sync_triggers_off")
         post_migrate.connect(triggers_reinstall, sender=self, dispatch_uid="sync_triggers")

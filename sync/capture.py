@@ -132,6 +132,28 @@ def backfill_statements() -> list[str]:
     ]
 
 
+def triggers_remove_sqlite(sender: Any, using: str = "default", **kwargs: Any) -> None:
+    """Before every migrate on SQLite, drop the triggers (triggers_reinstall puts them back).
+
+    To add a CHECK constraint or alter a column SQLite rebuilds the table: it drops it and
+    renames a copy, and the rename fails ("error in trigger
+    sync_capture_stores_transactionline_insert: no such table: main.stores_transaction")
+    while another table's trigger reads the dropped one. A data migration that writes synced
+    records must therefore log its changes itself.
+    """
+    from django.db import connections
+
+    target = connections[using]
+    if target.vendor != "sqlite":
+        return
+    with transaction.atomic(using=using), target.cursor() as cursor:
+        cursor.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'sync_capture_%'"
+        )
+        for (name,) in cursor.fetchall():
+            cursor.execute(f'DROP TRIGGER IF EXISTS "{name}"')
+
+
 def triggers_reinstall(sender: Any, using: str = "default", **kwargs: Any) -> None:
     """After every migrate, put the triggers back: on SQLite, Django rebuilds a table to alter
     most columns, and the rebuilt table has lost its triggers, so its changes would silently
