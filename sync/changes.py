@@ -301,14 +301,13 @@ def _with_rules(model_field: models.Field, decode: Callable[[Any], Any]) -> Call
 def _decoder(model_field: models.Field) -> Callable[[Any], Any]:
     if _encoder_kind(model_field) == "uuid":
         return _uuid_from_hex
-    # Order matters: BooleanField and DateTimeField are no subclasses of these, but
-    # PositiveIntegerField is an IntegerField.
     if isinstance(model_field, models.BooleanField):
         return _boolean_decoder(model_field)
     if isinstance(model_field, models.IntegerField):
         return _integer_decoder(model_field)
     if isinstance(model_field, models.DecimalField):
         return _decimal_decoder(model_field)
+    # A DateTimeField is a DateField too, but its values are no dates.
     if isinstance(model_field, models.DateField) and not isinstance(
         model_field, models.DateTimeField
     ):
