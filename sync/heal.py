@@ -222,7 +222,7 @@ def _stock_recompute(store_id: uuid.UUID, report: HealReport) -> None:
     }
     stock = {
         (line.item_id, line.batch, line.expiry): line
-        for line in StockLine.objects.filter(store_id=store_id).select_related("item")
+        for line in StockLine.objects.filter(store_id=store_id)
     }
     changed, created = [], []
     for key in stock.keys() | movements.keys():
