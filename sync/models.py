@@ -32,6 +32,9 @@ class SyncPreferences(models.Model):
     # master, so it also keeps the password itself.
     password_hash = models.CharField(max_length=256, blank=True, editable=False)
     password = models.CharField(max_length=256, blank=True, editable=False)
+    # On a satellite: its own key, which the master issued at enrolment (sync.keys). Once it is
+    # held, the shared password above is no longer kept.
+    sync_key = models.CharField(max_length=64, blank=True, editable=False)
     sync_interval_minutes = models.PositiveIntegerField(
         "Sync time interval",
         default=10,
@@ -115,11 +118,23 @@ class SyncPeer(models.Model):
         ],
         help_text="Full URL of the server, for example https://clinic.example.org/",
     )
+    # On the master, this satellite's identity (sync.keys): the sha256 of the key it enrolled
+    # with, and of a key issued but not yet used, which the first use confirms. Neither is set
+    # until the satellite's first handshake (or an operator's `sync_key issue`).
+    key_hash = models.CharField(max_length=64, blank=True, editable=False)
+    pending_key_hash = models.CharField(max_length=64, blank=True, editable=False)
+    key_issued_at = models.DateTimeField(null=True, blank=True, editable=False)
+    enabled = models.BooleanField(
+        default=True, editable=False, help_text="A disabled satellite is refused by the master."
+    )
 
     class Meta:
         ordering = ["sync_id"]
         verbose_name = "sync with server"
         verbose_name_plural = "sync with"
+        permissions = [
+            ("manage_peer_keys", "Can reset a satellite's sync key, or disable or enable it"),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=Q(sync_id__gte=MASTER_SYNC_ID, sync_id__lte=MAX_SYNC_ID),
@@ -324,9 +339,13 @@ class BufferedRecord(models.Model):
     row = models.JSONField()
     source_site = models.PositiveSmallIntegerField()
     error = models.TextField()
+    # The parent it waits for: a batch retries only the records whose parent it brought.
+    awaited_table = models.CharField(max_length=63, blank=True)
+    awaited_id = models.UUIDField(null=True, blank=True)
     received_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        indexes = [models.Index(fields=["awaited_table", "awaited_id"], name="buffer_awaited")]
         constraints = [
             models.UniqueConstraint(
                 fields=["table_name", "record_id"], name="buffered_record_once"
@@ -340,8 +359,11 @@ class BufferedRecord(models.Model):
 class AuthFailure(models.Model):
     """A failed sync authentication, counted to lock a caller out for a while."""
 
+    # The Sync ID the caller claimed: shown to the master's administrator, never counted, so
+    # nobody can lock a satellite out by naming it.
     sync_id = models.PositiveSmallIntegerField(null=True, blank=True)
     address = models.GenericIPAddressField(null=True, blank=True)
+    code = models.CharField(max_length=40, blank=True)
     failed_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
