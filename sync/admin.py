@@ -23,10 +23,9 @@ from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_post_parameters
 
-from . import selectors, services
+from . import keys, selectors, services
 from .client import SyncFailure
 from .models import (
-    MASTER_SYNC_ID,
     BufferedRecord,
     SyncLog,
     SyncPeer,
@@ -81,12 +80,12 @@ class UnlockedPreferencesForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
-        instance = self.instance
         if (
-            data.get("sync_id") not in (None, MASTER_SYNC_ID)
-            and instance.password_hash
-            and not instance.password
+            data.get("sync_id") is not None
             and not data.get("new_password")
+            and services.satellite_needs_password(
+                preferences=preferences_get(), sync_id=data["sync_id"]
+            )
         ):
             self.add_error("new_password", ROLE_CHANGE_REENTER_HINT)
         return data
@@ -271,10 +270,22 @@ class SyncPeerAdmin(admin.ModelAdmin):
         "last_success",
         "last_error",
         "pending_changes",
-        "buttons",
+        "key",
     ]
     search_fields = ["name", "store_code", "url"]
     list_select_related = ["state"]
+
+    def get_list_display(self, request: HttpRequest) -> list[Any]:
+        # The buttons depend on who is looking, so they are made for each request.
+        fields: list[Any] = [f for f in super().get_list_display(request) if f != "buttons"]
+        if not preferences_get().is_master:
+            return [f for f in fields if f != "key"] + [self.buttons]
+        return fields + [self.key_buttons(request)]
+
+    def can_manage_keys(self, request: HttpRequest) -> bool:
+        return bool(preferences_unlocked_until(request)) and request.user.has_perm(
+            keys.KEY_PERMISSION
+        )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return bool(preferences_unlocked_until(request)) and super().has_add_permission(request)
@@ -319,11 +330,34 @@ class SyncPeerAdmin(admin.ModelAdmin):
     def pending_changes(self, peer: SyncPeer) -> int:
         return selectors.pending_changes_for(peer)
 
+    @admin.display(description="Key")
+    def key(self, peer: SyncPeer) -> str:
+        return selectors.peer_key_status(peer)
+
+    def key_buttons(self, request: HttpRequest) -> Any:
+        """On the master, the key buttons for an unlocked user who may manage keys."""
+        allowed = self.can_manage_keys(request)
+
+        @admin.display(description="")
+        def buttons(peer: SyncPeer) -> str:
+            if not allowed:
+                return ""
+            # The buttons submit the one CSRF-protected form in change_list.html.
+            return format_html(
+                '<button type="submit" form="sync-peer-actions" formaction="{}" class="button">'
+                "Reset key</button> "
+                '<button type="submit" form="sync-peer-actions" formaction="{}" class="button">'
+                "{}</button>",
+                reverse("admin:sync_syncpeer_reset_key", args=[peer.pk]),
+                reverse("admin:sync_syncpeer_enabled", args=[peer.pk]),
+                "Disable" if peer.enabled else "Enable",
+            )
+
+        return buttons
+
     @admin.display(description="")
     def buttons(self, peer: SyncPeer) -> str:
-        if preferences_get().is_master:
-            return ""
-        # The buttons submit the one CSRF-protected form in change_list.html.
+        """On a satellite: Sync now and Test connection."""
         return format_html(
             '<button type="submit" form="sync-peer-actions" formaction="{}" class="button">'
             "Sync now</button> "
@@ -349,6 +383,16 @@ class SyncPeerAdmin(admin.ModelAdmin):
                 "<int:peer_id>/test-connection/",
                 self.admin_site.admin_view(self.test_connection_view),
                 name="sync_syncpeer_test_connection",
+            ),
+            path(
+                "<int:peer_id>/reset-key/",
+                self.admin_site.admin_view(self.reset_key_view),
+                name="sync_syncpeer_reset_key",
+            ),
+            path(
+                "<int:peer_id>/enabled/",
+                self.admin_site.admin_view(self.enabled_view),
+                name="sync_syncpeer_enabled",
             ),
             *super().get_urls(),
         ]
@@ -410,6 +454,43 @@ class SyncPeerAdmin(admin.ModelAdmin):
         except SyncFailure as failure:
             messages.error(request, f"Test connection failed: {failure.message}")
         return HttpResponseRedirect(reverse("admin:sync_syncpeer_changelist"))
+
+    def reset_key_view(self, request: HttpRequest, peer_id: int) -> HttpResponse:
+        """Revoke one satellite's key: the next server to enrol as its Sync ID gets a new one."""
+        peer = self._key_change_peer(request, peer_id)
+        keys.peer_key_reset(sync_id=peer.sync_id, user=request.user)  # type: ignore[arg-type]
+        messages.success(
+            request,
+            f"The key of satellite {peer.sync_id} {peer.name} is reset; the other satellites are "
+            "not affected. Enter the shared sync password on the server that is to be "
+            f"satellite {peer.sync_id}: it enrols at its next sync (a new server: initialise it "
+            "first, see Adding a satellite in the README).",
+        )
+        return HttpResponseRedirect(reverse("admin:sync_syncpeer_changelist"))
+
+    def enabled_view(self, request: HttpRequest, peer_id: int) -> HttpResponse:
+        """Disable a satellite (the master refuses it) or enable it again."""
+        peer = self._key_change_peer(request, peer_id)
+        peer = keys.peer_enabled_set(
+            sync_id=peer.sync_id,
+            enabled=not peer.enabled,
+            user=request.user,  # type: ignore[arg-type]
+        )
+        messages.success(
+            request,
+            f"Satellite {peer.sync_id} {peer.name} is "
+            + ("enabled." if peer.enabled else "disabled: the master refuses it until enabled."),
+        )
+        return HttpResponseRedirect(reverse("admin:sync_syncpeer_changelist"))
+
+    def _key_change_peer(self, request: HttpRequest, peer_id: int) -> SyncPeer:
+        if request.method != "POST":
+            raise PermissionDenied("Use the buttons of the Sync with list.")
+        if not self.can_manage_keys(request):
+            raise PermissionDenied(
+                "Unlock the preferences first, as a user allowed to manage satellites' keys."
+            )
+        return self._peer_or_404(request, peer_id)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 
 from .auth import SyncAuthentication, SyncCaller, token_issue
 from .changes import ChangeSet, Cursor, changes_last, changes_page
+from .keys import peer_key_issue
 from .models import PeerState
 from .protocol import (
     MAX_PULL_LIMIT,
@@ -47,6 +48,8 @@ class SyncAPIView(APIView):
     authentication_classes = [SyncAuthentication]
     permission_classes = [IsAuthenticated]
     parser_classes = [GzipJSONParser]
+    # Whether the shared enrolment password is enough (the handshake that enrols only).
+    enrols = False
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         preferences = preferences_get()
@@ -61,7 +64,15 @@ class SyncAPIView(APIView):
         if not version.isdigit() or not (PROTOCOL_MIN_VERSION <= int(version) <= PROTOCOL_VERSION):
             raise version_mismatch(version or "none")
         super().initial(request, *args, **kwargs)
-        peer = self.caller(request).peer
+        caller = self.caller(request)
+        if caller.enrolling and not self.enrols:
+            raise SyncAPIError(
+                "The shared sync password only enrols a satellite: send its key (a handshake "
+                "with the password issues one).",
+                "key_required",
+                status.HTTP_401_UNAUTHORIZED,
+            )
+        peer = caller.peer
         if not PeerState.objects.filter(peer=peer).update(last_contact_at=timezone.now()):
             PeerState.objects.get_or_create(peer=peer, defaults={"last_contact_at": timezone.now()})
 
@@ -73,7 +84,13 @@ class SyncAPIView(APIView):
 
 
 class HandshakeView(SyncAPIView):
-    """Say who the master is and which store the calling satellite hosts; issue a run token."""
+    """Say who the master is and which store the calling satellite hosts; issue a run token.
+
+    A satellite that enrols with the shared password gets its key instead of a token, and
+    shakes hands again with the key (which confirms it) for its token.
+    """
+
+    enrols = True
 
     class InputSerializer(serializers.Serializer):
         sync_id = serializers.IntegerField(min_value=2, max_value=64)
@@ -90,7 +107,10 @@ class HandshakeView(SyncAPIView):
         protocol_min = serializers.IntegerField()
         protocol_max = serializers.IntegerField()
         store = StoreSerializer()
-        token = serializers.CharField()
+        token = serializers.CharField(allow_blank=True, help_text="Blank when enrolling.")
+        key = serializers.CharField(
+            required=False, help_text="This satellite's key: only in the answer that enrols it."
+        )
         push = PushRecordField(help_text="The last batch the master applied from this satellite.")
 
     @extend_schema(
@@ -116,9 +136,11 @@ class HandshakeView(SyncAPIView):
             "protocol_min": PROTOCOL_MIN_VERSION,
             "protocol_max": PROTOCOL_VERSION,
             "store": peer_store(caller.peer),
-            "token": token_issue(sync_id=caller.sync_id),
+            "token": "" if caller.enrolling else token_issue(peer=caller.peer),
             "push": PushRecord.of(PeerState.objects.get(peer=caller.peer)).to_wire(),
         }
+        if caller.enrolling:
+            result["key"] = peer_key_issue(peer=caller.peer)
         return Response(self.OutputSerializer(result).data)
 
 

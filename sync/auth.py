@@ -1,31 +1,51 @@
-"""Authentication of satellites on the master: sync user name and password, or a run token."""
+"""Authentication of satellites on the master: Sync ID and key, a run token, or enrolment.
+
+Three credentials, by the Authorization header's scheme:
+- `Basic` user name and password: the shared enrolment credential of the seed document. It
+  authenticates only a handshake of a Sync ID that has no key yet, which gets one (sync.keys).
+- `Key`: the satellite's own key, for its handshake.
+- `Bearer`: the run token a handshake issued, bound to the Sync ID and its key.
+
+Failed guesses are counted per real client address (msupply.addresses), never per claimed Sync
+ID, so nobody can lock a satellite out by naming it; and a caller that presents a valid key or
+token is let in even from an address that is locked out.
+"""
 
 import base64
 import binascii
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.contrib.auth.hashers import make_password
 from django.core import signing
-from django.db.models import Q
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare, salted_hmac
 from rest_framework import status
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
-from .models import AuthFailure, SyncPeer, SyncPreferences
+from msupply.addresses import client_address
+
+from .keys import key_hash, peer_key_confirm
+from .models import AuthFailure, SyncPeer
 from .protocol import SYNC_ID_HEADER, SyncAPIError
 from .selectors import preferences_get
 
 TOKEN_SALT = "msupply.sync.token"  # noqa: S105 - a signing namespace, not a secret
+RESET_HINT = (
+    "The master's administrator can reset this Sync ID's key (Sync with > the satellite > Reset "
+    "key, or `manage.py sync_key reset --sync-id {sync_id}` on the master); then enter the "
+    "shared sync password on the satellite again."
+)
 
 
 @dataclass(frozen=True)
 class SyncCaller:
-    """The satellite making a request, once authenticated."""
+    """The satellite making a request, once authenticated; `enrolling` if by the password."""
 
     peer: SyncPeer
+    enrolling: bool = False
     is_authenticated: bool = True
 
     @property
@@ -33,114 +53,206 @@ class SyncCaller:
         return self.peer.sync_id
 
 
-def _credentials_key(preferences: SyncPreferences) -> str:
-    # Changing the user name or password changes this key, which revokes every issued token.
-    return salted_hmac(TOKEN_SALT, preferences.username + preferences.password_hash).hexdigest()
+class AuthRefused(SyncAPIError):
+    """A refused credential; `guess` if it counts towards the caller's address lockout."""
+
+    def __init__(self, message: str, code: str, *, guess: bool, status_code: int = 401) -> None:
+        super().__init__(message, code, status_code)
+        self.code = code
+        self.guess = guess
 
 
-def token_issue(*, sync_id: int) -> str:
-    """A signed token that lets `sync_id` skip the slow password hash for a while."""
-    return signing.dumps(
-        {"sync_id": sync_id, "key": _credentials_key(preferences_get())}, salt=TOKEN_SALT
-    )
+def _key_fingerprint(peer: SyncPeer) -> str:
+    # A new key changes this, which revokes every token issued for the old one.
+    return salted_hmac(TOKEN_SALT, f"{peer.sync_id}:{peer.key_hash}").hexdigest()
 
 
-def _failed(
-    message: str, code: str, status_code: int = status.HTTP_401_UNAUTHORIZED
-) -> SyncAPIError:
-    return SyncAPIError(message, code, status_code)
+def token_issue(*, peer: SyncPeer) -> str:
+    """A signed token that lets `peer` skip the key check for a while."""
+    return signing.dumps({"sync_id": peer.sync_id, "key": _key_fingerprint(peer)}, salt=TOKEN_SALT)
+
+
+def sync_id_of(request: Request) -> int | None:
+    """The Sync ID the caller claims in its header, if it is a number at all."""
+    raw = request.headers.get(SYNC_ID_HEADER, "")
+    return int(raw) if raw.isdigit() and len(raw) < 4 else None
 
 
 class SyncAuthentication(BaseAuthentication):
-    """Checks the caller's sync ID against Sync with and its credentials; locks out guessers."""
+    """Authenticates a satellite by key, token or enrolment password; locks out guessers."""
 
     def authenticate_header(self, request: Request) -> str:
         return 'Basic realm="msupply-sync"'
 
     def authenticate(self, request: Request) -> tuple[SyncCaller, None]:
-        address = request.META.get("REMOTE_ADDR")
-        raw_sync_id = request.headers.get(SYNC_ID_HEADER, "")
-        sync_id = int(raw_sync_id) if raw_sync_id.isdigit() and len(raw_sync_id) < 4 else None
-        self._refuse_if_locked_out(sync_id, address)
+        address = client_address(request)
+        sync_id = sync_id_of(request)
+        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+        scheme = scheme.lower()
+        locked_until = _locked_until(address)
+        if locked_until is not None and scheme not in ("key", "bearer"):
+            # A password is not even checked: guessing on during a lockout tells nothing.
+            raise _locked_out(locked_until)
         try:
-            return (SyncCaller(self._check(request, sync_id)), None)
-        except SyncAPIError as error:
-            if error.get_codes() != "token_expired":
-                AuthFailure.objects.create(sync_id=sync_id, address=address)
+            caller = self._check(scheme, credentials.strip(), sync_id)
+        except AuthRefused as refusal:
+            if refusal.guess:
+                AuthFailure.objects.create(sync_id=sync_id, address=address, code=refusal.code)
+            if locked_until is not None:
+                raise _locked_out(locked_until) from refusal
             raise
+        if not caller.peer.enabled:
+            raise SyncAPIError(
+                f"The master's administrator has disabled satellite {caller.sync_id}: it may "
+                "not synchronise until they enable it again (Sync with on the master).",
+                "satellite_disabled",
+                status.HTTP_403_FORBIDDEN,
+            )
+        return (caller, None)
 
-    def _check(self, request: Request, sync_id: int | None) -> SyncPeer:
+    def _check(self, scheme: str, credentials: str, sync_id: int | None) -> SyncCaller:
         if sync_id is None:
-            raise _failed(
+            raise AuthRefused(
                 f"The request has no valid {SYNC_ID_HEADER} header: send this satellite's Sync ID.",
                 "sync_id_missing",
+                guess=True,
             )
-        preferences = preferences_get()
-        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "bearer":
-            self._check_token(credentials, sync_id, preferences)
-        elif scheme.lower() == "basic":
-            self._check_password(credentials, preferences)
-        else:
-            raise _failed("Send the sync user name and password.", "credentials_missing")
-        peer = SyncPeer.objects.filter(sync_id=sync_id).first()
-        if peer is None:
-            raise _failed(
-                f"Sync ID {sync_id} is not in the master's Sync with list: add this satellite "
-                "there (Preferences > Synchronisation on the master).",
-                "unknown_sync_id",
-            )
-        return peer
+        if scheme == "basic":
+            return self._check_password(credentials, sync_id)
+        if scheme == "key":
+            return self._check_key(credentials, sync_id)
+        if scheme == "bearer":
+            return self._check_token(credentials, sync_id)
+        raise AuthRefused(
+            "Send this satellite's key, or the sync user name and password to enrol it.",
+            "credentials_missing",
+            guess=False,
+        )
 
-    def _check_password(self, credentials: str, preferences: SyncPreferences) -> None:
+    def _check_password(self, credentials: str, sync_id: int) -> SyncCaller:
         try:
             username, _, password = base64.b64decode(credentials).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             username, password = "", ""
-        if not (
-            constant_time_compare(username, preferences.username)
-            and preferences.check_password(password)
-        ):
-            raise _failed(
-                "The master refused the password (or the sync user name): check Preferences > "
-                "Synchronisation on both servers; they must be the same.",
+        preferences = preferences_get()
+        # The hash runs whatever the user name, so a wrong name takes as long as a wrong password.
+        right_password = False
+        if preferences.password_hash:
+            right_password = preferences.check_password(password)
+        else:
+            make_password(password)
+        if not (constant_time_compare(username, preferences.username) and right_password):
+            raise AuthRefused(
+                "The master refused the sync user name or password: enter the ones set in "
+                "Preferences > Synchronisation on the master.",
                 "wrong_credentials",
+                guess=True,
             )
+        peer = _peer(sync_id, guess=False)
+        if peer.key_hash:
+            raise AuthRefused(
+                f"Sync ID {sync_id} is already held by another server, which enrolled with the "
+                "master; the shared password alone cannot take it over. If this server replaces "
+                "that one, or its key was lost: " + RESET_HINT.format(sync_id=sync_id),
+                "identity_mismatch",
+                guess=False,
+                status_code=status.HTTP_409_CONFLICT,
+            )
+        return SyncCaller(peer, enrolling=True)
 
-    def _check_token(self, token: str, sync_id: int, preferences: SyncPreferences) -> None:
+    def _check_key(self, key: str, sync_id: int) -> SyncCaller:
+        peer = _peer(sync_id, guess=True)
+        presented = key_hash(key)
+        if peer.key_hash and constant_time_compare(presented, peer.key_hash):
+            return SyncCaller(peer)
+        if (
+            peer.pending_key_hash
+            and constant_time_compare(presented, peer.pending_key_hash)
+            and peer_key_confirm(peer=peer)
+        ):
+            return SyncCaller(peer)
+        if not (peer.key_hash or peer.pending_key_hash):
+            raise AuthRefused(
+                f"Sync ID {sync_id} holds no key on the master (its administrator reset it, or "
+                "it never enrolled): enter the shared sync password in Preferences > "
+                "Synchronisation on this satellite, and it enrols at its next sync.",
+                "not_enrolled",
+                guess=False,
+            )
+        raise AuthRefused(
+            f"The master refused this satellite's key for Sync ID {sync_id}: another server "
+            "holds that Sync ID, or this key was replaced. " + RESET_HINT.format(sync_id=sync_id),
+            "key_invalid",
+            guess=True,
+        )
+
+    def _check_token(self, token: str, sync_id: int) -> SyncCaller:
         try:
             claims = signing.loads(
                 token, salt=TOKEN_SALT, max_age=settings.SYNC_TOKEN_MAX_AGE_SECONDS
             )
         except signing.SignatureExpired:
-            raise _failed("The sync token has expired: log in again.", "token_expired") from None
+            raise AuthRefused(
+                "The sync token has expired: log in again with the key.",
+                "token_expired",
+                guess=False,
+            ) from None
         except signing.BadSignature:
-            raise _failed("The sync token is not valid: log in again.", "token_invalid") from None
-        if claims.get("sync_id") != sync_id or not constant_time_compare(
-            claims.get("key", ""), _credentials_key(preferences)
-        ):
-            raise _failed(
-                "The sync token no longer matches the master's credentials: log in again.",
+            raise AuthRefused(
+                "The sync token is not one this master issued: log in again with the key.",
                 "token_invalid",
+                guess=True,
+            ) from None
+        if claims.get("sync_id") != sync_id:
+            raise AuthRefused(
+                f"The sync token was issued to another Sync ID than {sync_id}.",
+                "token_invalid",
+                guess=True,
             )
+        peer = _peer(sync_id, guess=False)
+        if not constant_time_compare(str(claims.get("key", "")), _key_fingerprint(peer)):
+            raise AuthRefused(
+                "The sync token belongs to a key the master has since replaced: log in again.",
+                "token_stale",
+                guess=False,
+            )
+        return SyncCaller(peer)
 
-    def _refuse_if_locked_out(self, sync_id: int | None, address: str | None) -> None:
-        window = timedelta(seconds=settings.SYNC_AUTH_LOCKOUT_SECONDS)
-        who = Q(address=address) if address else Q()
-        if sync_id is not None:
-            who |= Q(sync_id=sync_id)
-        failures = list(
-            AuthFailure.objects.filter(who, failed_at__gte=timezone.now() - window)
-            .order_by("-failed_at")
-            .values_list("failed_at", flat=True)[: settings.SYNC_AUTH_MAX_FAILURES]
+
+def _peer(sync_id: int, *, guess: bool) -> SyncPeer:
+    peer = SyncPeer.objects.filter(sync_id=sync_id).first()
+    if peer is None:
+        raise AuthRefused(
+            f"Sync ID {sync_id} is not in the master's Sync with list: add this satellite "
+            "there (Preferences > Synchronisation on the master).",
+            "unknown_sync_id",
+            guess=guess,
         )
-        if len(failures) >= settings.SYNC_AUTH_MAX_FAILURES:
-            until = timezone.localtime(failures[0] + window)
-            raise SyncAPIError(
-                f"Too many failed sync logins from this satellite or address. Try again after "
-                f"{until:%H:%M}, and first check the sync user name and password in Preferences "
-                "> Synchronisation on both servers.",
-                "locked_out",
-                status.HTTP_429_TOO_MANY_REQUESTS,
-                retry_after_seconds=int((failures[0] + window - timezone.now()).total_seconds()),
-            )
+    return peer
+
+
+def _locked_until(address: str | None) -> datetime | None:
+    """When `address` may try a password again, if it has failed too often lately."""
+    if address is None:
+        return None
+    window = timedelta(seconds=settings.SYNC_AUTH_LOCKOUT_SECONDS)
+    failures = list(
+        AuthFailure.objects.filter(address=address, failed_at__gte=timezone.now() - window)
+        .order_by("-failed_at")
+        .values_list("failed_at", flat=True)[: settings.SYNC_AUTH_MAX_FAILURES]
+    )
+    if len(failures) < settings.SYNC_AUTH_MAX_FAILURES:
+        return None
+    return failures[0] + window
+
+
+def _locked_out(until: datetime) -> SyncAPIError:
+    return SyncAPIError(
+        f"Too many failed sync logins from this address. Try again after "
+        f"{timezone.localtime(until):%H:%M}, and first check the sync user name and password in "
+        "Preferences > Synchronisation on both servers. A satellite that holds its key is not "
+        "affected.",
+        "locked_out",
+        status.HTTP_429_TOO_MANY_REQUESTS,
+        retry_after_seconds=max(int((until - timezone.now()).total_seconds()), 1),
+    )

@@ -6,6 +6,7 @@ import http.client
 import json
 import socket
 import time
+from collections.abc import Callable
 from typing import Any, NamedTuple
 from urllib.parse import urlencode, urlsplit
 
@@ -27,6 +28,11 @@ class SyncFailure(Exception):
         self.answer = answer or {}
 
 
+# Refusals after which the next credential is tried: a token runs out, a key is replaced.
+TOKEN_REFUSALS = frozenset({"token_expired", "token_invalid", "token_stale"})
+KEY_REFUSALS = frozenset({"key_invalid", "not_enrolled"})
+
+
 class PulledPage(NamedTuple):
     changeset: ChangeSet
     next_cursor: Cursor
@@ -34,7 +40,11 @@ class PulledPage(NamedTuple):
 
 
 class MasterClient:
-    """Talks to one master over one kept-alive connection and counts the bytes each way."""
+    """Talks to one master over one kept-alive connection and counts the bytes each way.
+
+    It authenticates with the run token, else this satellite's key, else the shared password,
+    which enrols the Sync ID: the master answers with a key, which `on_key` must keep.
+    """
 
     def __init__(
         self,
@@ -43,6 +53,8 @@ class MasterClient:
         sync_id: int,
         username: str,
         password: str,
+        key: str = "",
+        on_key: Callable[[str], None] | None = None,
         token: str = "",
         connect_timeout: float = 10.0,
         read_timeout: float = 120.0,
@@ -58,7 +70,11 @@ class MasterClient:
         self._port = parts.port
         self._base = parts.path.rstrip("/") + API_PREFIX
         self.sync_id = sync_id
-        self._basic = base64.b64encode(f"{username}:{password}".encode()).decode()
+        self._basic = (
+            base64.b64encode(f"{username}:{password}".encode()).decode() if password else ""
+        )
+        self.key = key
+        self._on_key = on_key
         self.token = token
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
@@ -93,13 +109,12 @@ class MasterClient:
         *,
         body: Any = None,
         query: dict[str, Any] | None = None,
-        use_password: bool = False,
+        credentials: str | None = None,
     ) -> dict[str, Any]:
         """Send one request and return the JSON answer; raises SyncFailure on any failure."""
         path = self._base + endpoint + (f"?{urlencode(query)}" if query else "")
-        credentials = (
-            f"Basic {self._basic}" if use_password or not self.token else (f"Bearer {self.token}")
-        )
+        if credentials is None:
+            credentials = f"Bearer {self.token}" if self.token else f"Key {self.key}"
         headers = {
             SYNC_ID_HEADER: str(self.sync_id),
             VERSION_HEADER: str(self.protocol_version),
@@ -173,15 +188,43 @@ class MasterClient:
         return data
 
     def handshake(self) -> dict[str, Any]:
-        """Introduce this satellite; reuses a saved token and falls back to the password."""
+        """Introduce this satellite with its token, else its key, else enrol with the password."""
+        if self.token:
+            try:
+                return self._shake(f"Bearer {self.token}")
+            except SyncFailure as failure:
+                if failure.code not in TOKEN_REFUSALS:
+                    raise
+                self.token = ""
+        if self.key:
+            try:
+                return self._shake(f"Key {self.key}")
+            except SyncFailure as failure:
+                if not (failure.code in KEY_REFUSALS and self._basic):
+                    raise
+        if not self._basic:
+            raise SyncFailure(
+                "credentials_missing",
+                "This satellite holds neither its key nor the sync password: enter the shared "
+                "sync user name and password in Preferences > Synchronisation.",
+            )
+        enrolment = self._shake(f"Basic {self._basic}")
+        if not enrolment.get("key"):
+            raise SyncFailure(
+                "bad_answer",
+                "The master accepted the sync password but issued no key. Install the same "
+                "msupply-sync release on both servers.",
+            )
+        # Kept before it is used: the master confirms the key at its first use, below.
+        self.key = str(enrolment["key"])
+        if self._on_key is not None:
+            self._on_key(self.key)
+        return self._shake(f"Key {self.key}")
+
+    def _shake(self, credentials: str) -> dict[str, Any]:
         body = {"sync_id": self.sync_id, "protocol_version": self.protocol_version}
-        try:
-            answer = self.request("POST", "handshake/", body=body)
-        except SyncFailure as failure:
-            if not (self.token and failure.code in ("token_expired", "token_invalid")):
-                raise
-            answer = self.request("POST", "handshake/", body=body, use_password=True)
-        self.token = str(answer["token"])
+        answer = self.request("POST", "handshake/", body=body, credentials=credentials)
+        self.token = str(answer.get("token", ""))
         return answer
 
     def push(

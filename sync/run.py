@@ -20,6 +20,7 @@ from .changes import ChangePage, Cursor, changes_page, range_digest
 from .client import MasterClient, PulledPage, SyncFailure
 from .heal import store_heal
 from .integration import changeset_apply
+from .keys import satellite_key_keep, satellite_password_forget
 from .locks import lock_acquire, lock_release, lock_renew
 from .models import (
     MASTER_SYNC_ID,
@@ -232,6 +233,8 @@ def _client(
         sync_id=preferences.sync_id,
         username=preferences.username,
         password=preferences.password,
+        key=preferences.sync_key,
+        on_key=satellite_key_keep,
         token=state.auth_token,
         connect_timeout=settings.SYNC_CONNECT_TIMEOUT,
         read_timeout=settings.SYNC_READ_TIMEOUT,
@@ -241,7 +244,7 @@ def _client(
 
 
 def connection_test() -> str:
-    """Handshake with the master only, with the password; returns what went right.
+    """Handshake with the master only, with the key or enrolling; returns what went right.
 
     Raises SyncFailure whose message says in plain words what is wrong.
     """
@@ -251,13 +254,15 @@ def connection_test() -> str:
             "is_master", "This server is the master: satellites connect to it, not the reverse."
         )
     peer, state = _master_peer()
-    # The password, not a saved token, and no retries: the operator waits for the answer.
+    # The key (or the password, to enrol), not a saved token, and no retries: the operator
+    # waits for the answer.
     state.auth_token = ""
     client = _client(preferences, peer, state, PROTOCOL_VERSION, retries=0)
     try:
         answer = client.handshake()
     finally:
         client.close()
+    satellite_password_forget()
     return (
         f"Connected to the master at {peer.url}: it accepts this satellite (Sync ID "
         f"{preferences.sync_id}) for store {answer['store']['code']} {answer['store']['name']}."
@@ -268,6 +273,7 @@ def _handshake(run: Run, client: MasterClient, state: PeerState) -> PushRecord:
     """Introduce this satellite; returns the master's record of its push history."""
     run.step("handshake")
     answer = client.handshake()
+    satellite_password_forget()
     state.auth_token = client.token
     state.hosted_store_id = answer["store"]["id"]
     state.last_contact_at = timezone.now()

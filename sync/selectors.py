@@ -169,3 +169,14 @@ def sync_staleness(last_success_at: datetime | None, *, now: datetime | None = N
     if age > STALE_WARNING_AFTER:
         return "warning"
     return "ok"
+
+
+def peer_key_status(peer: SyncPeer) -> str:
+    """A satellite's key, and whether it may sync, in words (on the master)."""
+    if peer.key_hash:
+        status = "enrolled"
+    elif peer.pending_key_hash:
+        status = "key issued, not used yet"
+    else:
+        status = "not enrolled"
+    return status if peer.enabled else f"{status}; disabled"

@@ -1,6 +1,7 @@
 """Write paths of the sync app: preferences, the Sync with list and unlocking."""
 
 import enum
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -10,13 +11,27 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from .models import PeerState, SyncPeer, SyncPreferences, UnlockAttempt
+from .models import MASTER_SYNC_ID, PeerState, SyncPeer, SyncPreferences, UnlockAttempt
 from .selectors import preferences_get
 
+KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
 ROLE_CHANGE_REENTER_HINT = (
-    "A satellite sends the sync password to the master, and the master kept only its hash: "
-    "enter the password again."
+    "A satellite enrols with the master with the shared sync password, and this server does not "
+    "keep it: enter the password again."
 )
+
+
+def satellite_needs_password(*, preferences: SyncPreferences, sync_id: int) -> bool:
+    """Whether saving `sync_id` needs the password entered again, to enrol with the master.
+
+    A satellite enrols each Sync ID with the shared password, then holds the master's key for
+    it and forgets the password (sync.keys). Becoming a satellite, or another one, starts over.
+    """
+    if sync_id == MASTER_SYNC_ID or preferences.password:
+        return False
+    if preferences.sync_key and sync_id == preferences.sync_id:
+        return False
+    return bool(preferences.password_hash)
 
 
 @transaction.atomic
@@ -27,9 +42,19 @@ def preferences_update(
     password: str | None = None,
     sync_interval_minutes: int | None = None,
     unlock_code: str | None = None,
+    key: str | None = None,
 ) -> SyncPreferences:
-    """Set the given preferences after the same validation the admin applies."""
+    """Set the given preferences after the same validation the admin applies.
+
+    `key` is a satellite's key issued by hand on the master (`sync_key issue`).
+    """
     preferences = SyncPreferences.objects.select_for_update().get(pk=preferences_get().pk)
+    needs_password = satellite_needs_password(
+        preferences=preferences, sync_id=preferences.sync_id if sync_id is None else sync_id
+    )
+    if sync_id is not None and sync_id != preferences.sync_id:
+        # The key identifies the old Sync ID only.
+        preferences.sync_key = ""
     if sync_id is not None:
         preferences.sync_id = sync_id
     if username is not None:
@@ -41,12 +66,18 @@ def preferences_update(
         preferences.set_password(password)
     elif preferences.is_master:
         preferences.password = ""
-    elif preferences.password_hash and not preferences.password:
+    elif needs_password and key is None:
         raise ValidationError({"password": ROLE_CHANGE_REENTER_HINT})
     if unlock_code is not None:
         preferences.set_unlock_code(unlock_code)
+    if key is not None:
+        if preferences.is_master or not KEY_PATTERN.fullmatch(key):
+            raise ValidationError(
+                {"key": "A key is installed on a satellite only, exactly as the master printed it."}
+            )
+        preferences.sync_key = key
     preferences.save()
-    if username is not None or password is not None:
+    if username is not None or password is not None or key is not None:
         # A run token the master issued for the old credentials must not outlive them: the next
         # run logs in with the credentials just set, so a wrong password shows at once.
         PeerState.objects.update(auth_token="")

@@ -27,9 +27,17 @@ class Command(BaseCommand):
             action="store_true",
             help="Read the authorisation code from stdin (after the password, one per line).",
         )
+        parser.add_argument(
+            "--key-stdin",
+            action="store_true",
+            help="On a satellite: read the key that the master's `sync_key issue` printed from "
+            "stdin (after the password and code, one per line).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        secrets = self._read_secrets(options["password_stdin"], options["unlock_code_stdin"])
+        secrets = self._read_secrets(
+            {name: options[f"{name}_stdin"] for name in ("password", "unlock_code", "key")}
+        )
         if options["interval"] is not None and options["interval"] < 0:
             raise CommandError("--interval must be 0 (paused) or a number of minutes.")
         changes = {
@@ -45,13 +53,11 @@ class Command(BaseCommand):
                 raise CommandError(validation_message(error)) from error
         self._print(preferences_get())
 
-    def _read_secrets(self, password: bool, unlock_code: bool) -> dict[str, str]:
-        if not (password or unlock_code):
+    def _read_secrets(self, flags: dict[str, bool]) -> dict[str, str]:
+        wanted = [name for name, flag in flags.items() if flag]
+        if not wanted:
             return {}
         lines = sys.stdin.read().splitlines()
-        wanted = [
-            name for name, flag in (("password", password), ("unlock_code", unlock_code)) if flag
-        ]
         if len(lines) < len(wanted) or any(not line for line in lines[: len(wanted)]):
             raise CommandError(
                 f"Expected {' and '.join(wanted)} on standard input, one per line, not empty."
@@ -65,6 +71,10 @@ class Command(BaseCommand):
         self.stdout.write(
             f"Password:           {'********' if preferences.password_hash else '(not set)'}"
         )
+        if not preferences.is_master:
+            self.stdout.write(
+                f"Key:                {'held' if preferences.sync_key else '(none: not enrolled)'}"
+            )
         self.stdout.write(
             f"Sync time interval: {preferences.sync_interval_minutes} minutes"
             + (" (paused)" if preferences.sync_interval_minutes == 0 else "")
