@@ -143,8 +143,8 @@ class SyncAuthentication(BaseAuthentication):
             make_password(password)
         if not (constant_time_compare(username, preferences.username) and right_password):
             raise AuthRefused(
-                "The master refused the sync user name or password: enter the ones set in "
-                "Preferences > Synchronisation on the master.",
+                "The master refused the password (or the sync user name): check Preferences > "
+                "Synchronisation on both servers; they must be the same.",
                 "wrong_credentials",
                 guess=True,
             )

@@ -340,3 +340,57 @@ class LinkProxy:
                     continue
                 self._watch = None
             threading.Thread(target=watch[1], name="link-callback", daemon=True).start()
+
+
+class ForwardingProxy:
+    """A reverse proxy on 127.0.0.1 that forwards HTTP to `upstream_port` from `source_address`
+    and appends the client's address to X-Forwarded-For, as nginx's
+    `proxy_add_x_forwarded_for` does."""
+
+    def __init__(self, upstream_port: int, *, source_address: str) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                forwarded = self.headers.get("X-Forwarded-For")
+                client = self.client_address[0]
+                headers["X-Forwarded-For"] = f"{forwarded}, {client}" if forwarded else client
+                upstream = http.client.HTTPConnection(
+                    "127.0.0.1", upstream_port, timeout=60, source_address=(source_address, 0)
+                )
+                try:
+                    upstream.request(self.command, self.path, body=body or None, headers=headers)
+                    answer = upstream.getresponse()
+                    payload = answer.read()
+                finally:
+                    upstream.close()
+                self.send_response(answer.status)
+                for key, value in answer.getheaders():
+                    if key.lower() not in ("content-length", "connection", "transfer-encoding"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = _forward  # noqa: N815 - the names http.server looks for
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                proxy.requests += 1
+
+        self.requests = 0
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -117,13 +117,29 @@ def point_at(satellite: Site, url: str) -> None:
     )
 
 
-def client(master: Site, sync_id: int = 2, **options: Any) -> MasterClient:
+def satellite_key(satellite: Site) -> str:
+    """The key that `satellite` enrolled with (it holds it once it has synced)."""
+    ((key,),) = sql(satellite, "SELECT sync_key FROM sync_syncpreferences")
+    assert key, f"{satellite.name} has not enrolled"
+    return str(key)
+
+
+def client(cluster: Cluster, sync_id: int = 2, **options: Any) -> MasterClient:
+    """A client to the master that speaks as satellite `sync_id`, with that satellite's key."""
     return MasterClient(
-        url=master.url,
+        url=cluster.master.url,
         sync_id=sync_id,
         username=SYNC_USERNAME,
-        password=SYNC_PASSWORD,
+        password="",
+        key=satellite_key(cluster.satellites[sync_id - 2]),
         **options,
+    )
+
+
+def enrolling_client(master: Site, sync_id: int, **options: Any) -> MasterClient:
+    """A client to the master for a Sync ID that no server has enrolled: the password enrols it."""
+    return MasterClient(
+        url=master.url, sync_id=sync_id, username=SYNC_USERNAME, password=SYNC_PASSWORD, **options
     )
 
 

@@ -20,7 +20,7 @@ from sync.client import MasterClient, SyncFailure
 from sync.protocol import PROTOCOL_MIN_VERSION, PROTOCOL_VERSION
 from sync.registry import STORE_TABLE_NAMES, TABLES_BY_NAME
 from tests.proxy import TO_CLIENT, TO_SERVER
-from tests.servers import SYNC_PASSWORD, SYNC_USERNAME, Cluster, Site
+from tests.servers import Cluster, Site
 from tests.sync.realsites import (
     MASTER_MODELS,
     POSTGRES,
@@ -29,6 +29,7 @@ from tests.sync.realsites import (
     assert_in_step,
     client,
     dump_all,
+    enrolling_client,
     hex_id,
     master_part,
     shell,
@@ -504,7 +505,7 @@ def test_a_push_of_records_the_satellite_does_not_own_is_refused_whole(
     )
     before = table_counts(master, *probes)
     assert (before[-3], before[-1]) == ("S003", 0)
-    sender = client(master)
+    sender = client(with_store_data)
     try:
         with pytest.raises(SyncFailure) as refused:
             sender.push(batch_id=uuid.uuid4().hex, changes=changes, **next_batch(sender))
@@ -519,7 +520,7 @@ def test_a_push_of_records_the_satellite_does_not_own_is_refused_whole(
 def test_a_protocol_version_the_master_does_not_speak_is_refused_with_409(
     initialised: Cluster,
 ) -> None:
-    satellite = client(initialised.master, protocol_version=99)
+    satellite = client(initialised, protocol_version=99)
     try:
         with pytest.raises(SyncFailure) as refused:
             satellite.handshake()
@@ -594,49 +595,6 @@ def test_a_rebuilt_satellite_pushes_its_new_changes_though_its_change_log_restar
     assert_in_step(master, satellite, "S003")
 
 
-def set_password(site: Site, password: str) -> None:
-    site.manage("sync_config", "--password-stdin", stdin=f"{password}\n")
-
-
-def test_a_wrong_password_fails_plainly_then_locks_out_then_recovers(auth: Cluster) -> None:
-    master, satellite = auth.master, auth.satellites[0]
-    set_password(satellite, "not-the-sync-password")
-    last_failure = time.monotonic()
-    try:
-        report = sync_fails(satellite)
-        last_failure = time.monotonic()
-        assert report["error_code"] == "wrong_credentials"
-        assert "The master refused the password" in report["message"]
-        # One run, one failed login; four more from elsewhere make the five that lock out.
-        assert sql(master, "SELECT sync_id FROM sync_authfailure") == [(2,)]
-        for _ in range(4):
-            guesser = MasterClient(
-                url=master.url, sync_id=2, username=SYNC_USERNAME, password="a-guess"
-            )
-            try:
-                with pytest.raises(SyncFailure) as refused:
-                    guesser.handshake()
-            finally:
-                guesser.close()
-            last_failure = time.monotonic()
-            assert (refused.value.status, refused.value.code) == (401, "wrong_credentials")
-        report = sync_fails(satellite)
-        assert report["error_code"] == "locked_out"
-        assert "Too many failed sync logins" in report["message"]
-        # The lockout holds for everyone at this address, even with the right password.
-        sender = client(master)
-        try:
-            with pytest.raises(SyncFailure) as refused:
-                sender.handshake()
-        finally:
-            sender.close()
-        assert (refused.value.status, refused.value.code) == (429, "locked_out")
-    finally:
-        set_password(satellite, SYNC_PASSWORD)
-        time.sleep(max(0.0, last_failure + LOCKOUT_SECONDS + 0.5 - time.monotonic()))
-    assert sync_ok(satellite)["records_pulled"] == 0
-
-
 # --- the link cluster: satellite 2 talks to the master through a proxy that cuts the link ----
 
 
@@ -679,7 +637,7 @@ def test_a_resent_push_batch_changes_nothing(link: ProxiedCluster) -> None:
     changed = wire({"stores_transaction": [header], "stores_transactionline": [altered_line]})
     batch_id = uuid.uuid4().hex
     before = table_counts(master)
-    sender = client(master, sync_id=3)
+    sender = enrolling_client(master, 3)
     try:
         position = next_batch(sender)
         first = sender.push(batch_id=batch_id, changes=batch, **position)
