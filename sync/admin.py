@@ -112,18 +112,32 @@ class SyncPreferencesAdmin(admin.ModelAdmin):
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> list[Any]:
         if preferences_unlocked_until(request):
-            return [
+            fields = [
                 "sync_id",
                 "username",
                 "new_password",
                 "sync_interval_minutes",
                 "new_unlock_code",
             ]
-        return ["sync_id", "username", "password_set", "sync_interval_minutes", "unlock_code_set"]
+        else:
+            fields = [
+                "sync_id",
+                "username",
+                "password_set",
+                "sync_interval_minutes",
+                "unlock_code_set",
+            ]
+        return fields if preferences_get().is_master else [*fields, "key_held"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         # Read-only fields are left out of the form, so a hand-made POST cannot set them.
-        return [] if preferences_unlocked_until(request) else LOCKED_FIELDS
+        return ["key_held"] + ([] if preferences_unlocked_until(request) else LOCKED_FIELDS)
+
+    @admin.display(description="Key")
+    def key_held(self, obj: SyncPreferences) -> str:
+        if obj.sync_key:
+            return "held: this satellite enrolled with the master, and keeps no password"
+        return "not enrolled: the next sync enrols with the user name and password above"
 
     @admin.display(description="Password")
     def password_set(self, obj: SyncPreferences) -> str:

@@ -115,7 +115,13 @@ class HandshakeView(SyncAPIView):
 
     @extend_schema(
         request=InputSerializer,
-        responses={200: OutputSerializer, 401: ErrorSerializer, 409: ErrorSerializer},
+        responses={
+            200: OutputSerializer,
+            401: ErrorSerializer,
+            403: ErrorSerializer,
+            409: ErrorSerializer,
+            429: ErrorSerializer,
+        },
     )
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)

@@ -25,7 +25,7 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"  {peer['sync_id']} {peer['name']} (store {peer['store']}): last contact "
                 f"{peer['last_contact_at'] or 'never'}, last success "
-                f"{peer['last_success_at'] or 'never'}"
+                f"{peer['last_success_at'] or 'never'}, key: {peer['key']}"
                 + (f", last error: {peer['last_error']}" if peer["last_error"] else "")
             )
             if status["role"] == "satellite":
