@@ -136,6 +136,16 @@ def client(cluster: Cluster, sync_id: int = 2, **options: Any) -> MasterClient:
     )
 
 
+def key_reset(master: Site, sync_id: int) -> None:
+    """Reset satellite `sync_id`'s key on the master, as its administrator (made if need be)."""
+    made = master.manage(
+        "createsuperuser", "--noinput", "--username", "keyadmin", "--email", "k@example.org",
+        check=False,
+    )  # fmt: skip
+    assert made.returncode == 0 or "already taken" in made.stderr, made.stderr
+    master.manage("sync_key", "reset", "--sync-id", str(sync_id), "--user", "keyadmin")
+
+
 def enrolling_client(master: Site, sync_id: int, **options: Any) -> MasterClient:
     """A client to the master for a Sync ID that no server has enrolled: the password enrols it."""
     return MasterClient(

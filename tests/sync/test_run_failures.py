@@ -1,6 +1,5 @@
 """A run that meets an unexpected error records it plainly, and the next run completes."""
 
-import base64
 import contextlib
 import json
 import socket
@@ -13,7 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from msupply.sites import ROOT, SYNC_PASSWORD, SYNC_USERNAME, Cluster
+from msupply.sites import ROOT, Cluster
+from tests.sync.realsites import satellite_key
 
 pytestmark = pytest.mark.servers
 
@@ -84,7 +84,6 @@ def test_an_unexpected_database_error_fails_the_run_plainly_and_the_next_run_rec
     ]
 
 
-BASIC = base64.b64encode(f"{SYNC_USERNAME}:{SYNC_PASSWORD}".encode())
 REFUSE_TRANSACTIONS = ROGUE_TRIGGER.replace("stores_item", "stores_transaction")
 DROP_REFUSAL = DROP_ROGUE_TRIGGER.replace("stores_item", "stores_transaction")
 NEW_DRAFT = """
@@ -180,20 +179,23 @@ def test_the_run_lease_outlives_a_request_that_waits_longer_than_the_lease(
     assert satellite.manage_json("sync_now")["result"] == "success"
 
 
-CUT_PUSH = (
-    b"POST /api/sync/v1/push/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Sync-Id: 2\r\n"
-    b"X-Sync-Protocol: 2\r\nAuthorization: Basic " + BASIC + b"\r\n"
-    b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
-    b'{"batch_id": "b1", "changes": {"upserts": ['
-)
+def cut_push(key: str) -> bytes:
+    """The first bytes of satellite 2's push, which promise 100,000 bytes of body."""
+    return (
+        b"POST /api/sync/v1/push/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Sync-Id: 2\r\n"
+        b"X-Sync-Protocol: 2\r\nAuthorization: Key " + key.encode() + b"\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+        b'{"batch_id": "b1", "changes": {"upserts": ['
+    )
 
 
 def test_an_upload_cut_mid_push_gets_a_typed_400_and_no_traceback(cluster: Cluster) -> None:
     master = cluster.master
+    push = cut_push(satellite_key(cluster.satellites[0]))
     logged = len(master.log_path.read_text())
     # The satellite's side of the link closes mid-body: the master still answers.
     with socket.create_connection(("127.0.0.1", master.port)) as upload:
-        upload.sendall(CUT_PUSH)
+        upload.sendall(push)
         upload.shutdown(socket.SHUT_WR)
         answer = upload.makefile("rb").read().decode()
     assert answer.startswith("HTTP/1.1 400"), answer
@@ -201,7 +203,7 @@ def test_an_upload_cut_mid_push_gets_a_typed_400_and_no_traceback(cluster: Clust
     # The link is reset mid-body: nobody is left to answer.
     with socket.create_connection(("127.0.0.1", master.port)) as upload:
         upload.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        upload.sendall(CUT_PUSH)
+        upload.sendall(push)
     deadline = time.monotonic() + 10
     while master.log_path.read_text()[logged:].count("cut before its end") < 2:
         assert time.monotonic() < deadline, master.log_path.read_text()[logged:]

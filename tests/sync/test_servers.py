@@ -31,6 +31,7 @@ from tests.sync.realsites import (
     dump_all,
     enrolling_client,
     hex_id,
+    key_reset,
     master_part,
     shell,
     sql,
@@ -59,7 +60,9 @@ def count(rows: Rows, model: str) -> int:
 
 
 def rebuild_satellite(cluster: Cluster, sync_id: int, url: str) -> Site:
-    """Replace satellite `sync_id` by an empty server with the same configuration."""
+    """Replace satellite `sync_id` by an empty server with the same configuration, as the
+    README says: reset its key on the master, then set the new server up as that Sync ID."""
+    key_reset(cluster.master, sync_id)
     index = sync_id - 2
     old = cluster.satellites[index]
     old.destroy()
