@@ -319,17 +319,36 @@ class SyncPeerAdmin(admin.ModelAdmin):
     def pending_changes(self, peer: SyncPeer) -> int:
         return selectors.pending_changes_for(peer)
 
+    def may_sync_now(self, request: HttpRequest) -> bool:
+        """Whether the user holds sync.change_syncpeer, which Sync now needs."""
+        # Not self.has_change_permission: that also needs unlocked preferences, and syncing
+        # is everyday work that must not need the authorisation code.
+        return super().has_change_permission(request)
+
+    def get_list_display(self, request: HttpRequest) -> Any:
+        # A list_display method never sees the request, so the buttons get its permission here.
+        sync_now = self.may_sync_now(request)
+
+        @admin.display(description="")
+        def buttons(peer: SyncPeer) -> str:
+            return self.buttons(peer, sync_now=sync_now)
+
+        return [buttons if column == "buttons" else column for column in self.list_display]
+
     @admin.display(description="")
-    def buttons(self, peer: SyncPeer) -> str:
+    def buttons(self, peer: SyncPeer, *, sync_now: bool = False) -> str:
         if preferences_get().is_master:
             return ""
         # The buttons submit the one CSRF-protected form in change_list.html.
-        return format_html(
+        sync_button = format_html(
             '<button type="submit" form="sync-peer-actions" formaction="{}" class="button">'
-            "Sync now</button> "
-            '<button type="submit" form="sync-peer-actions" formaction="{}" class="button">'
-            "Test connection</button>",
+            "Sync now</button> ",
             reverse("admin:sync_syncpeer_sync_now", args=[peer.pk]),
+        )
+        return format_html(
+            '{}<button type="submit" form="sync-peer-actions" formaction="{}" class="button">'
+            "Test connection</button>",
+            sync_button if sync_now else "",
             reverse("admin:sync_syncpeer_test_connection", args=[peer.pk]),
         )
 
@@ -365,6 +384,8 @@ class SyncPeerAdmin(admin.ModelAdmin):
         """Queue a sync run in a worker, then show its result page."""
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
+        if not self.may_sync_now(request):
+            raise PermissionDenied
         peer = self._peer_or_404(request, peer_id)
         request_id = uuid.uuid4().hex
         try:
