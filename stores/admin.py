@@ -296,7 +296,9 @@ class TransactionAdmin(ServiceAdmin):
             if form.has_changed() or form.cleaned_data.get(DELETION_FIELD_NAME)
         ]
         deleted = [form for form in forms if form.cleaned_data.get(DELETION_FIELD_NAME)]
-        formset.deleted_objects = [form.instance for form in deleted if form.instance.pk]
+        formset.deleted_objects = [
+            form.instance for form in deleted if not form.instance._state.adding
+        ]
         formset.new_objects = [
             form.instance for form in forms if form.instance._state.adding and form not in deleted
         ]

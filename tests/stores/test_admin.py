@@ -308,6 +308,8 @@ def test_a_customer_invoice_added_in_the_admin_is_a_numbered_draft_with_its_line
     assert sorted(record.lines.values_list("batch", "quantity")) == [("B1", 5), ("B2", 2)]
     entry = LogEntry.objects.get()
     assert (entry.action_flag, entry.object_id) == (ADDITION, str(record.pk))
+    assert entry.get_change_message().count("Added transaction line") == 2
+    assert "Deleted" not in entry.get_change_message()
     assert not StockLine.objects.exists()
 
 
