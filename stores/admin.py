@@ -8,10 +8,11 @@ from django.contrib.admin import actions as admin_actions
 from django.contrib.admin.models import LogEntry
 from django.contrib.admin.options import IS_POPUP_VAR
 from django.contrib.admin.utils import model_ngettext
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Model, QuerySet
-from django.forms import ModelForm
-from django.http import HttpRequest, HttpResponseRedirect
+from django.forms import BaseInlineFormSet, ModelForm
+from django.forms.formsets import DELETION_FIELD_NAME
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.translation import gettext_lazy
 
@@ -21,13 +22,93 @@ from .models import Item, Name, StockLine, Store, Transaction, TransactionLine
 DELETE_SELECTED = gettext_lazy("Delete selected %(verbose_name_plural)s")
 
 
-class MasterDataAdmin(admin.ModelAdmin):
+def refusal(error: ValidationError | PermissionDenied) -> str:
+    """A service's refusal as one message for the admin."""
+    return " ".join(error.messages) if isinstance(error, ValidationError) else str(error)
+
+
+class ServiceAdmin(admin.ModelAdmin):
+    """Writes go through the services; a refusal that no form caught becomes an error message.
+
+    Django runs the add, change and delete views in one database transaction, so a refused
+    write leaves nothing behind: not the record, its lines or the history entry. Deletes are
+    logged once the service has said what it did.
+    """
+
+    actions = ["delete_selected"]
+
+    def record_delete(self, request: HttpRequest, record: Any) -> str | None:
+        """Delete `record` through its service; a warning to show if the service kept it."""
+        raise NotImplementedError
+
+    def _deletion_log(self, request: HttpRequest, record: Any) -> None:
+        # Django's delete view passes a list as well; the stubs ask for a queryset.
+        super().log_deletions(request, [record])  # type: ignore[arg-type]
+
+    def log_deletions(self, request: HttpRequest, queryset: QuerySet[Any]) -> list[LogEntry]:
+        # Django logs before deleting, but only the service knows whether a record is deleted:
+        # record_delete logs what happened.
+        return []
+
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except ValidationError as error:
+            self.message_user(request, refusal(error), messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+
+    def delete_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except ValidationError as error:
+            self.message_user(request, refusal(error), messages.ERROR)
+            opts = self.opts
+            return HttpResponseRedirect(
+                reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[object_id])
+            )
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        self.record_delete(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        deleted = 0
+        for record in queryset:
+            try:
+                warning = self.record_delete(request, record)
+            except (ValidationError, services.StoreNotHostedHereError) as error:
+                self.message_user(request, refusal(error), messages.ERROR)
+            else:
+                if warning:
+                    self.message_user(request, warning, messages.WARNING)
+                else:
+                    deleted += 1
+        if deleted:
+            names = model_ngettext(self.opts, deleted)
+            self.message_user(request, f"Deleted {deleted} {names}.", messages.SUCCESS)
+
+    @admin.action(permissions=["delete"], description=DELETE_SELECTED)
+    def delete_selected(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
+        """Django's confirmation page; once confirmed, messages that say what was kept."""
+        # Django's own action would then report every selected record as deleted.
+        if request.POST.get("post"):
+            self.delete_queryset(request, queryset)
+            return None
+        return admin_actions.delete_selected(self, request, queryset)
+
+
+class MasterDataAdmin(ServiceAdmin):
     """Master data may be written only on the master; a satellite shows it read-only.
 
     Deleting a record that satellites may hold or history uses deactivates it, and says so.
     """
-
-    actions = ["delete_selected"]
 
     def _writable(self, request: HttpRequest) -> bool:
         try:
@@ -63,23 +144,14 @@ class MasterDataAdmin(admin.ModelAdmin):
         # A record that history protects is deactivated instead, so protection blocks nothing.
         return deleted, model_count, perms_needed, []
 
-    def log_deletions(self, request: HttpRequest, queryset: QuerySet[Any]) -> list[LogEntry]:
-        # Django logs before deleting, but only the service knows whether a record is deleted
-        # or deactivated: _delete logs what happened.
-        return []
-
-    def _delete(self, request: HttpRequest, record: Any) -> services.MasterRecordDeletion:
+    def record_delete(self, request: HttpRequest, record: Any) -> str | None:
         logged = copy.copy(record)  # keeps the primary key that deleting clears
-        outcome = services.master_record_delete(record=record)
-        if outcome == services.MasterRecordDeletion.DELETED:
-            # Django's delete view passes a list as well; the stubs ask for a queryset.
-            super().log_deletions(request, [logged])  # type: ignore[arg-type]
-        else:
-            self.log_change(request, record, DEACTIVATED_LOG)
-        return outcome
-
-    def delete_model(self, request: HttpRequest, obj: Any) -> None:
-        self._delete(request, obj)
+        shown = str(record)  # before deactivating retires its code
+        if services.master_record_delete(record=record) == services.MasterRecordDeletion.DELETED:
+            self._deletion_log(request, logged)
+            return None
+        self.log_change(request, record, DEACTIVATED_LOG)
+        return deactivated_message(shown)
 
     def response_delete(self, request: HttpRequest, obj_display: str, obj_id: Any) -> Any:
         kept = self.model._default_manager.filter(pk=obj_id).exists()
@@ -90,27 +162,6 @@ class MasterDataAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(
             reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj_id])
         )
-
-    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
-        deleted = 0
-        for record in queryset:
-            shown = str(record)  # before deactivating retires its code
-            if self._delete(request, record) == services.MasterRecordDeletion.DELETED:
-                deleted += 1
-            else:
-                self.message_user(request, deactivated_message(shown), messages.WARNING)
-        if deleted:
-            names = model_ngettext(self.opts, deleted)
-            self.message_user(request, f"Deleted {deleted} {names}.", messages.SUCCESS)
-
-    @admin.action(permissions=["delete"], description=DELETE_SELECTED)
-    def delete_selected(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
-        """Django's confirmation page; once confirmed, messages that say what was kept."""
-        # Django's own action would then report every selected record as deleted.
-        if request.POST.get("post"):
-            self.delete_queryset(request, queryset)
-            return None
-        return admin_actions.delete_selected(self, request, queryset)
 
 
 DEACTIVATED_LOG = "Deactivated, not deleted: satellites may hold it or history uses it."
@@ -146,8 +197,30 @@ class NameAdmin(MasterDataAdmin):
     search_fields = ["code", "name"]
 
 
+def lines_entered(formset: BaseInlineFormSet) -> list[services.LineInput]:
+    """The lines of a validated inline formset as the service takes them, the deleted left out."""
+    return [
+        services.LineInput.of(form.instance)
+        for form in formset.forms
+        if not form.cleaned_data.get(DELETION_FIELD_NAME)
+        and not (form.instance._state.adding and not form.has_changed())
+    ]
+
+
+class TransactionLineFormSet(BaseInlineFormSet):
+    """Checks the lines by the service's rules, so that a refusal shows above them."""
+
+    def clean(self) -> None:
+        super().clean()
+        kind = self.instance.kind
+        if any(self.errors) or kind not in Transaction.Kind.values:
+            return
+        services.transaction_lines_validate(kind=kind, lines=lines_entered(self))
+
+
 class TransactionLineInline(admin.TabularInline):
     model = TransactionLine
+    formset = TransactionLineFormSet
     extra = 1
     autocomplete_fields = ["item"]
     fields = ["item", "batch", "expiry", "quantity", "cost_price", "sell_price"]
@@ -167,19 +240,27 @@ def _is_draft(record: Transaction | None) -> bool:
 
 
 @admin.register(Transaction)
-class TransactionAdmin(admin.ModelAdmin):
+class TransactionAdmin(ServiceAdmin):
+    """Drafts are added, changed, deleted and finalised by the services; finalised are read-only."""
+
     list_display = ["number", "store", "kind", "name", "date", "status"]
     list_filter = ["store", "kind", "status", "date"]
     search_fields = ["number", "name__name", "store__code"]
     date_hierarchy = "date"
     autocomplete_fields = ["name"]
     list_select_related = ["store", "name"]
-    readonly_fields = ["number", "status"]
     inlines = [TransactionLineInline]
-    actions = ["finalise"]
+    actions = ["finalise", "delete_selected"]
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return _is_draft(obj) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return _is_draft(obj) and super().has_delete_permission(request, obj)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        # A draft stays in the store it was entered in: its number is that store's.
+        return ["number", "status"] if obj is None else ["store", "number", "status"]
 
     def get_form(
         self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
@@ -192,10 +273,45 @@ class TransactionAdmin(admin.ModelAdmin):
         return form
 
     def save_model(self, request: HttpRequest, obj: Any, form: ModelForm, change: bool) -> None:
-        services.store_data_ensure_writable(store=obj.store)
-        if not change:
-            obj.number = services.transaction_number_next(store=obj.store)
-        super().save_model(request, obj, form, change)
+        # The lines arrive in save_related, which writes the transaction and its lines at once.
+        pass
+
+    def save_related(
+        self, request: HttpRequest, form: ModelForm, formsets: Any, change: bool
+    ) -> None:
+        lines_formset = next(
+            (formset for formset in formsets if isinstance(formset, TransactionLineFormSet)), None
+        )
+        lines = lines_entered(lines_formset) if lines_formset else None
+        services.transaction_save(record=form.instance, lines=lines)
+        if lines_formset:
+            self._formset_outcome_record(lines_formset)
+
+    @staticmethod
+    def _formset_outcome_record(formset: BaseInlineFormSet) -> None:
+        # Django's change message reads what formset.save() would have recorded.
+        forms = [
+            form
+            for form in formset.forms
+            if form.has_changed() or form.cleaned_data.get(DELETION_FIELD_NAME)
+        ]
+        deleted = [form for form in forms if form.cleaned_data.get(DELETION_FIELD_NAME)]
+        formset.deleted_objects = [
+            form.instance for form in deleted if not form.instance._state.adding
+        ]
+        formset.new_objects = [
+            form.instance for form in forms if form.instance._state.adding and form not in deleted
+        ]
+        formset.changed_objects = [
+            (form.instance, form.changed_data)
+            for form in forms
+            if not form.instance._state.adding and form not in deleted
+        ]
+
+    def record_delete(self, request: HttpRequest, record: Any) -> str | None:
+        services.transaction_delete(record=record)
+        self._deletion_log(request, record)
+        return None
 
     @admin.action(description="Finalise selected transactions (moves stock)")
     def finalise(self, request: HttpRequest, queryset: QuerySet[Transaction]) -> None:
@@ -203,8 +319,8 @@ class TransactionAdmin(admin.ModelAdmin):
         for record in queryset.filter(status=Transaction.Status.DRAFT):
             try:
                 services.transaction_finalise(record=record)
-            except ValidationError as error:
-                self.message_user(request, " ".join(error.messages), messages.ERROR)
+            except (ValidationError, services.StoreNotHostedHereError) as error:
+                self.message_user(request, refusal(error), messages.ERROR)
             else:
                 finalised += 1
         self.message_user(request, f"Finalised {finalised} transaction(s).")

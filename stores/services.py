@@ -1,6 +1,7 @@
 """Write paths for master data and transactions; every user-facing change goes through here."""
 
 import datetime
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal
@@ -129,6 +130,21 @@ class LineInput:
     quantity: int
     cost_price: Decimal = Decimal("0")
     sell_price: Decimal = Decimal("0")
+    # The line this one changes; None adds a line.
+    id: uuid.UUID | None = None
+
+    @classmethod
+    def of(cls, line: TransactionLine) -> "LineInput":
+        """The input that leaves `line` as it is."""
+        return cls(
+            item=line.item,
+            batch=line.batch,
+            expiry=line.expiry,
+            quantity=line.quantity,
+            cost_price=line.cost_price,
+            sell_price=line.sell_price,
+            id=None if line._state.adding else line.pk,
+        )
 
 
 # How each kind of transaction moves stock when it is finalised.
@@ -156,7 +172,6 @@ def transaction_number_next(*, store: Store) -> int:
     return counter.last_number
 
 
-@transaction.atomic
 def transaction_create(
     *,
     store: Store,
@@ -166,29 +181,88 @@ def transaction_create(
     name: Name | None = None,
 ) -> Transaction:
     """Create a draft transaction with the next number of its store and its lines."""
-    store_data_ensure_writable(store=store)
-    record = Transaction(
-        store=store, kind=kind, name=name, date=date, number=transaction_number_next(store=store)
-    )
+    record = Transaction(store=store, kind=kind, name=name, date=date)
+    return transaction_save(record=record, lines=lines)
+
+
+@transaction.atomic
+def transaction_save(*, record: Transaction, lines: list[LineInput] | None = None) -> Transaction:
+    """Add `record` as a draft numbered by its store, or change a draft, with all its lines.
+
+    `lines` is the whole transaction: a line with an id changes that line, one without is added,
+    and the draft's other lines are deleted; None keeps the lines as they are. A finalised
+    transaction is read-only, and a draft stays in its store, keeping its number and status.
+    """
+    if record._state.adding:
+        if lines is None:
+            lines = []
+        transaction_lines_validate(kind=record.kind, lines=lines)
+        store_data_ensure_writable(store=record.store)
+        record.number = transaction_number_next(store=record.store)
+        record.status = Transaction.Status.DRAFT
+    else:
+        stored = Transaction.objects.select_for_update().select_related("store").get(pk=record.pk)
+        store_data_ensure_writable(store=stored.store)
+        _draft_ensure(stored)
+        if record.store_id != stored.store_id:
+            raise ValidationError(
+                f"{stored} belongs to {stored.store}: a transaction cannot move to another store. "
+                "Delete the draft and enter it in the other store."
+            )
+        if lines is None:
+            lines = [LineInput.of(line) for line in stored.lines.select_related("item")]
+        transaction_lines_validate(kind=record.kind, lines=lines)
+        record.number, record.status = stored.number, stored.status
     record.full_clean()
-    _lines_validate(kind=kind, lines=lines)
     record.save()
-    TransactionLine.objects.bulk_create(
-        TransactionLine(
-            transaction=record,
-            item=line.item,
-            batch=line.batch,
-            expiry=line.expiry,
-            quantity=line.quantity,
-            cost_price=line.cost_price,
-            sell_price=line.sell_price,
-        )
-        for line in lines
-    )
+    _lines_save(record=record, lines=lines)
     return record
 
 
-def _lines_validate(*, kind: str, lines: list[LineInput]) -> None:
+def _draft_ensure(record: Transaction) -> None:
+    if record.status != Transaction.Status.DRAFT:
+        raise ValidationError(
+            f"{record} of {record.store} is finalised, so it can no longer be changed or "
+            "deleted: its stock has moved. Enter an inventory adjustment to correct stock."
+        )
+
+
+LINE_FIELDS = ["item", "batch", "expiry", "quantity", "cost_price", "sell_price"]
+
+
+def _lines_save(*, record: Transaction, lines: list[LineInput]) -> None:
+    stored = {line.pk: line for line in record.lines.select_related("item")}
+    kept = {line.id for line in lines if line.id is not None}
+    if kept - stored.keys():
+        raise ValidationError(f"A line given to change is not a line of {record}.")
+    record.lines.exclude(pk__in=kept).delete()
+    changed, added = [], []
+    for line in lines:
+        values = {name: getattr(line, name) for name in LINE_FIELDS}
+        if line.id is None:
+            added.append(TransactionLine(transaction=record, **values))
+            continue
+        stored_line = stored[line.id]
+        if any(getattr(stored_line, name) != value for name, value in values.items()):
+            for name, value in values.items():
+                setattr(stored_line, name, value)
+            changed.append(stored_line)
+    # Only lines that really changed are written, so sync sends no copies of unchanged ones.
+    TransactionLine.objects.bulk_update(changed, LINE_FIELDS)
+    TransactionLine.objects.bulk_create(added)
+
+
+@transaction.atomic
+def transaction_delete(*, record: Transaction) -> None:
+    """Delete a draft and its lines; a finalised transaction is read-only."""
+    stored = Transaction.objects.select_for_update().select_related("store").get(pk=record.pk)
+    store_data_ensure_writable(store=stored.store)
+    _draft_ensure(stored)
+    stored.delete()
+
+
+def transaction_lines_validate(*, kind: str, lines: list[LineInput]) -> None:
+    """Refuse a transaction without lines, a zero quantity, or a negative one on an invoice."""
     if not lines:
         raise ValidationError("A transaction needs at least one line.")
     for line in lines:
@@ -211,10 +285,14 @@ def transaction_finalise(*, record: Transaction) -> Transaction:
     store_data_ensure_writable(store=record.store)
     if record.status == Transaction.Status.FINALISED:
         raise ValidationError(f"{record} of {record.store} is already finalised.")
+    lines = list(record.lines.select_related("item"))
+    # A draft may hold lines that no service wrote (an older admin, a direct edit): the
+    # rules are checked again before stock moves.
+    transaction_lines_validate(kind=record.kind, lines=[LineInput.of(line) for line in lines])
     direction = STOCK_DIRECTION[Transaction.Kind(record.kind)]
     deltas: dict[StockKey, int] = defaultdict(int)
     names: dict[StockKey, str] = {}
-    for line in record.lines.select_related("item"):
+    for line in lines:
         key = (line.item_id, line.batch, line.expiry)
         deltas[key] += direction * line.quantity
         names[key] = str(line.item)

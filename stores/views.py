@@ -74,6 +74,7 @@ class Column:
             return ""
         if isinstance(value, str):
             # Spreadsheets run cells starting like formulas (CSV injection); quote them as text.
+            # Numbers are never str here, so a negative quantity stays a number.
             return f"'{value}" if value[:1] in FORMULA_STARTS else value
         if self.kind == "datetime":
             return timezone.localtime(value).isoformat()
@@ -82,7 +83,9 @@ class Column:
         return value
 
 
-FORMULA_STARTS = ("=", "+", "-", "@")
+# OWASP's CSV injection list: a leading tab or carriage return also starts a formula in some
+# spreadsheets (https://owasp.org/www-community/attacks/CSV_Injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass(frozen=True)

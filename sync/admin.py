@@ -293,7 +293,7 @@ class SyncPeerAdmin(admin.ModelAdmin):
         # The buttons depend on who is looking, so they are made for each request.
         fields: list[Any] = [f for f in super().get_list_display(request) if f != "buttons"]
         if not preferences_get().is_master:
-            return [f for f in fields if f != "key"] + [self.buttons]
+            return [f for f in fields if f != "key"] + [self.satellite_buttons(request)]
         return fields + [self.key_buttons(request)]
 
     def can_manage_keys(self, request: HttpRequest) -> bool:
@@ -369,17 +369,32 @@ class SyncPeerAdmin(admin.ModelAdmin):
 
         return buttons
 
-    @admin.display(description="")
-    def buttons(self, peer: SyncPeer) -> str:
-        """On a satellite: Sync now and Test connection."""
-        return format_html(
-            '<button type="submit" form="sync-peer-actions" formaction="{}" class="button">'
-            "Sync now</button> "
-            '<button type="submit" form="sync-peer-actions" formaction="{}" class="button">'
-            "Test connection</button>",
-            reverse("admin:sync_syncpeer_sync_now", args=[peer.pk]),
-            reverse("admin:sync_syncpeer_test_connection", args=[peer.pk]),
-        )
+    def may_sync_now(self, request: HttpRequest) -> bool:
+        """Whether the user holds sync.change_syncpeer, which Sync now needs."""
+        # Not self.has_change_permission: that also needs unlocked preferences, and syncing
+        # is everyday work that must not need the authorisation code.
+        return super().has_change_permission(request)
+
+    def satellite_buttons(self, request: HttpRequest) -> Any:
+        """On a satellite, Sync now (for users who may change the peer) and Test connection."""
+        sync_now = self.may_sync_now(request)
+
+        @admin.display(description="")
+        def buttons(peer: SyncPeer) -> str:
+            # The buttons submit the one CSRF-protected form in change_list.html.
+            sync_button = format_html(
+                '<button type="submit" form="sync-peer-actions" formaction="{}" class="button">'
+                "Sync now</button> ",
+                reverse("admin:sync_syncpeer_sync_now", args=[peer.pk]),
+            )
+            return format_html(
+                '{}<button type="submit" form="sync-peer-actions" formaction="{}" class="button">'
+                "Test connection</button>",
+                sync_button if sync_now else "",
+                reverse("admin:sync_syncpeer_test_connection", args=[peer.pk]),
+            )
+
+        return buttons
 
     def get_urls(self) -> list[URLPattern]:
         return [
@@ -423,6 +438,8 @@ class SyncPeerAdmin(admin.ModelAdmin):
         """Queue a sync run in a worker, then show its result page."""
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
+        if not self.may_sync_now(request):
+            raise PermissionDenied
         peer = self._peer_or_404(request, peer_id)
         request_id = uuid.uuid4().hex
         try:

@@ -530,6 +530,22 @@ def test_csv_download_holds_the_table_with_the_same_filters(
     assert written == shown
 
 
+@pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r"])
+def test_csv_quotes_text_that_starts_like_a_formula_but_keeps_negative_numbers(
+    reporter: Client, start: str
+) -> None:
+    store = services.store_create(code="S001", name="Northern Warehouse")
+    item = services.item_create(code=f"{start}X1", name=f"{start}SUM(1+1)", unit="tablet")
+    StockLineFactory(store=store, item=item, batch=f"{start}B1", expiry=in_days(-5), quantity=7)
+
+    stock = csv_rows(reporter.get("/reports/stock-on-hand/?format=csv").content)
+    expiring = csv_rows(reporter.get("/reports/expiring-stock/?format=csv").content)
+
+    assert stock[1][:2] == [f"'{start}X1", f"'{start}SUM(1+1)"]
+    batch = expiring[1]
+    assert (batch[1], batch[3], batch[6], batch[7]) == ("-5", f"'{start}X1", f"'{start}B1", "7")
+
+
 # --- sync status ---------------------------------------------------------------------------
 
 

@@ -2,6 +2,7 @@
 hold it; transaction numbers never repeat; finalising moves stock and refuses negatives.
 """
 
+import dataclasses
 import datetime
 from collections.abc import Callable
 
@@ -301,3 +302,91 @@ def test_finalised_transaction_cannot_be_finalised_again() -> None:
     with pytest.raises(ValidationError, match="already finalised"):
         services.transaction_finalise(record=record)
     assert StockLine.objects.get().quantity == 3
+
+
+def test_saving_a_draft_changes_kept_lines_in_place_adds_new_ones_and_deletes_the_rest() -> None:
+    store, item = StoreFactory(), ItemFactory()
+    record = services.transaction_create(
+        store=store,
+        kind=Transaction.Kind.SUPPLIER_INVOICE,
+        date=EXPIRY,
+        lines=[line(item, 3, "KEEP"), line(item, 4, "DROP")],
+    )
+    kept = record.lines.get(batch="KEEP")
+    record.date = datetime.date(2026, 12, 1)
+
+    services.transaction_save(
+        record=record,
+        lines=[
+            dataclasses.replace(services.LineInput.of(kept), quantity=9),
+            line(item, 2, "NEW"),
+        ],
+    )
+
+    stored = Transaction.objects.get(pk=record.pk)
+    assert (stored.date, stored.number, stored.status) == (record.date, 1, "draft")
+    assert sorted(stored.lines.values_list("batch", "quantity")) == [("KEEP", 9), ("NEW", 2)]
+    assert stored.lines.get(batch="KEEP").pk == kept.pk
+    assert not StockLine.objects.exists()
+
+
+def test_saving_a_draft_checks_every_line_against_its_new_kind() -> None:
+    record = services.transaction_create(
+        store=StoreFactory(),
+        kind=Transaction.Kind.INVENTORY_ADJUSTMENT,
+        date=EXPIRY,
+        lines=[line(ItemFactory(), -2)],
+    )
+    record.kind = Transaction.Kind.CUSTOMER_INVOICE
+    with pytest.raises(ValidationError, match="must be positive"):
+        services.transaction_save(record=record)
+    assert Transaction.objects.get(pk=record.pk).kind == Transaction.Kind.INVENTORY_ADJUSTMENT
+
+
+def test_a_draft_cannot_move_to_another_store() -> None:
+    record = draft(StoreFactory(), ItemFactory())
+    record.store = StoreFactory()
+    with pytest.raises(ValidationError, match="cannot move to another store"):
+        services.transaction_save(record=record)
+
+
+def test_a_line_of_another_transaction_cannot_be_changed_through_this_one() -> None:
+    item = ItemFactory()
+    record, other = draft(StoreFactory(), item), draft(StoreFactory(), item)
+    foreign = services.LineInput.of(other.lines.get())
+    with pytest.raises(ValidationError, match="not a line of"):
+        services.transaction_save(record=record, lines=[foreign])
+    assert other.lines.get().transaction_id == other.pk
+
+
+def test_a_finalised_transaction_cannot_be_changed_or_deleted() -> None:
+    record = services.transaction_create(
+        store=StoreFactory(),
+        kind=Transaction.Kind.SUPPLIER_INVOICE,
+        date=EXPIRY,
+        lines=[line(ItemFactory(), 3)],
+    )
+    services.transaction_finalise(record=record)
+    record.date = datetime.date(2026, 12, 1)
+    with pytest.raises(ValidationError, match="finalised, so it can no longer be changed"):
+        services.transaction_save(record=record)
+    with pytest.raises(ValidationError, match="finalised, so it can no longer be changed"):
+        services.transaction_delete(record=record)
+    assert Transaction.objects.get(pk=record.pk).date == EXPIRY
+    assert StockLine.objects.get().quantity == 3
+
+
+def test_deleting_a_draft_deletes_its_lines_and_moves_no_stock() -> None:
+    record = draft(StoreFactory(), ItemFactory())
+    services.transaction_delete(record=record)
+    assert not Transaction.objects.exists()
+    assert not StockLine.objects.exists()
+
+
+def test_finalising_refuses_a_negative_invoice_line_that_no_service_wrote() -> None:
+    record = TransactionFactory(kind=Transaction.Kind.CUSTOMER_INVOICE)
+    TransactionLineFactory(transaction=record, quantity=-5)
+    with pytest.raises(ValidationError, match="must be positive"):
+        services.transaction_finalise(record=record)
+    assert Transaction.objects.get(pk=record.pk).status == Transaction.Status.DRAFT
+    assert not StockLine.objects.exists()
