@@ -6,6 +6,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.servers import ROOT, Cluster, Site
+from tests.sync.realsites import key_reset
 
 pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
 from playwright.sync_api import Browser, Locator, Page, expect  # noqa: E402
@@ -126,6 +127,8 @@ def test_wrong_password_shows_in_test_connection_and_on_the_sync_now_result_page
     page: Page, cluster: Cluster
 ) -> None:
     satellite = cluster.satellites[0]
+    # A satellite whose key the master has reset, set up again with a wrong password.
+    key_reset(cluster.master, 2)
     satellite.manage("sync_config", "--password-stdin", stdin="wrong\n")
     try:
         press(page, "Test connection")
