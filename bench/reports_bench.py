@@ -15,6 +15,7 @@ import datetime
 import json
 import os
 import random
+import secrets
 import statistics
 import subprocess
 import sys
@@ -314,6 +315,8 @@ def main() -> None:
         "--reuse", metavar="DATABASE_URL", help="Time a database that --keep kept (migrated first)."
     )
     options = parser.parse_args()
+    # This run's processes run as in production (DEBUG off), which needs a key: a throwaway one.
+    os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
     if not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
         sys.exit("Set DATABASE_URL to a PostgreSQL server: the benchmark times PostgreSQL.")
     with tempfile.TemporaryDirectory(prefix="reports_bench_") as workdir:

@@ -8,6 +8,7 @@ and satellites the way an operator would, with the provisioning commands.
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import environ
 import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,21 +78,34 @@ class Site:
             self._pg_name = ""
             self.database_url = f"sqlite:///{workdir / f'{name}.sqlite3'}"
         self.log_path = workdir / f"{name}.log"
+        # Every process of one site signs with the same key; no site shares it.
+        self.secret_key = secrets.token_urlsafe(50)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
 
     def env(self) -> dict[str, str]:
-        env = {
-            key: value
+        """The environment of this site's processes: development mode unless DEBUG says not.
+
+        Sites serve plain HTTP on 127.0.0.1, so HTTPS redirects and secure-only cookies are off
+        even with DEBUG=false (the benchmarks, the production-mode tests).
+        """
+        env = {"DEBUG": "true"}
+        env.update(
+            (key, value)
             for key, value in os.environ.items()
             if not key.startswith(("PYTEST", "DJANGO_SETTINGS_MODULE"))
-        }
+        )
         env.update(
             DATABASE_URL=self.database_url,
             DJANGO_SETTINGS_MODULE="msupply.settings",
             PYTHONUNBUFFERED="1",
+            SECRET_KEY=self.secret_key,
+            SECURE_SSL_REDIRECT="false",
+            SESSION_COOKIE_SECURE="false",
+            CSRF_COOKIE_SECURE="false",
+            STATIC_ROOT=str(self.workdir / f"{self.name}-static"),
             **self.extra_env,
         )
         return env
@@ -164,14 +179,17 @@ class Site:
     def start(self, *, server: str = "runserver") -> None:
         """Serve HTTP on 127.0.0.1:port with a real server process.
 
-        runserver also serves the admin's static files; gunicorn is the production server,
-        with workers that keep their database connections between requests.
+        runserver also serves the admin's static files; gunicorn is the production server
+        (gunicorn.conf.py), with workers that keep their database connections between requests
+        and serve the static files that collectstatic gathers first when DEBUG is off.
         """
         address = f"127.0.0.1:{self.port}"
         if server == "gunicorn":
+            if self.env()["DEBUG"].strip().lower() not in environ.Env.BOOLEAN_TRUE_STRINGS:
+                self.manage("collectstatic", "--noinput", "--verbosity", "0")
             self.process = self._spawn(
-                "-m", "gunicorn", "msupply.wsgi", "--bind", address, "--workers", "2",
-                "--access-logfile", "-",
+                "-m", "gunicorn", "--config", str(ROOT / "gunicorn.conf.py"), "msupply.wsgi",
+                "--bind", address, "--workers", "2", "--access-logfile", "-",
             )  # fmt: skip
         else:
             self.process = self._spawn("manage.py", "runserver", address, "--noreload")

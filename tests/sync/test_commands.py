@@ -144,7 +144,11 @@ def test_seed_demo_is_refused_on_a_satellite(satellite: int) -> None:
 )
 def test_commands_exit_non_zero_with_a_message_on_bad_input(args: list[str], tmp_path) -> None:
     # A real process: operators' scripts read the exit code, not an exception.
-    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "PATH": "/usr/bin:/bin"}
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "DEBUG": "true",
+        "PATH": "/usr/bin:/bin",
+    }
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "-v0"], env=env, check=True, timeout=120
     )
