@@ -27,17 +27,28 @@ class SyncAutoSchema(AutoSchema):
 
 
 class SyncAuthenticationScheme(OpenApiAuthenticationExtension):
-    """The Sync ID header with the sync password (handshake) or the run token (the rest)."""
+    """The Sync ID header with the satellite's key, its run token, or the shared password (which
+    only enrols, in a handshake): see sync.auth."""
 
     target_class = "sync.auth.SyncAuthentication"
-    name = ["syncId", "syncPassword", "syncToken"]
+    name = ["syncId", "syncKey", "syncToken", "syncPassword"]
 
     def get_security_definition(self, auto_schema: AutoSchema) -> list[dict[str, str]]:
         return [
             {"type": "apiKey", "in": "header", "name": SYNC_ID_HEADER},
-            {"type": "http", "scheme": "basic"},
+            {
+                "type": "apiKey",
+                "in": "header",
+                "name": "Authorization",
+                "description": "Key <the satellite's key>",
+            },
             {"type": "http", "scheme": "bearer"},
+            {"type": "http", "scheme": "basic"},
         ]
 
     def get_security_requirement(self, auto_schema: AutoSchema) -> list[dict[str, list[Any]]]:
-        return [{"syncId": [], "syncPassword": []}, {"syncId": [], "syncToken": []}]
+        return [
+            {"syncId": [], "syncKey": []},
+            {"syncId": [], "syncToken": []},
+            {"syncId": [], "syncPassword": []},
+        ]
