@@ -516,6 +516,64 @@ def test_a_push_of_records_the_satellite_does_not_own_is_refused_whole(
     assert table_counts(master, *probes) == before
 
 
+def test_an_orphan_line_pushed_by_one_satellite_never_joins_another_stores_transaction(
+    with_store_data: Cluster,
+) -> None:
+    master, (satellite2, satellite3) = with_store_data.master, with_store_data.satellites
+    ((item,),) = sql(master, "SELECT id FROM stores_item WHERE code = 'I00004'")
+    awaited = uuid.uuid4().hex
+    orphan = line_row(transaction=awaited, item=hex_id(item), quantity=666)
+    before = table_counts(master, "SELECT count(*) FROM sync_bufferedrecord")
+    changes = wire({"stores_transactionline": [orphan]})
+    sender = client(master)
+    try:
+        position = next_batch(sender)
+        with pytest.raises(SyncFailure) as refused:
+            sender.push(batch_id=uuid.uuid4().hex, changes=changes, **position)
+    finally:
+        sender.close()
+    assert (refused.value.status, refused.value.code) == (409, "missing_parent")
+    assert orphan[0] in refused.value.message.replace("-", "")
+    # Nothing applied and nothing kept for later: no line, no change, no buffered record.
+    assert table_counts(master, "SELECT count(*) FROM sync_bufferedrecord") == before
+    assert before[-1] == 0
+
+    # Satellite 3 then makes a transaction with that very id (its own line and all) and syncs.
+    shell(
+        satellite3,
+        f"""
+import datetime, uuid
+from unittest import mock
+from stores import services
+from stores.models import Item, Name, Store, Transaction
+from sync.selectors import hosted_store_id
+with mock.patch.object(Transaction._meta.pk, "default", lambda: uuid.UUID("{awaited}")):
+    services.transaction_create(
+        store=Store.objects.get(pk=hosted_store_id()),
+        kind="supplier_invoice",
+        date=datetime.date(2024, 3, 1),
+        name=Name.objects.filter(kind="supplier", active=True).first(),
+        lines=[services.LineInput(item=Item.objects.get(code="I00004"), batch="OWN",
+                                  expiry=datetime.date(2031, 1, 1), quantity=7)],
+    )
+""",
+    )
+    sync_ok(satellite3)
+    sync_ok(satellite2)
+
+    of_store = (
+        "SELECT s.code FROM stores_transaction t JOIN stores_store s ON s.id = t.store_id "
+        f"WHERE t.id = '{awaited}'"
+    )
+    lines = f"SELECT batch, quantity FROM stores_transactionline WHERE transaction_id = '{awaited}'"
+    assert sql(master, of_store) == sql(satellite3, of_store) == [("S003",)]
+    assert sql(master, lines) == sql(satellite3, lines) == [("OWN", 7)]
+    orphan_count = f"SELECT count(*) FROM stores_transactionline WHERE id = '{orphan[0]}'"
+    for site in (master, satellite2, satellite3):
+        assert sql(site, orphan_count) == sql(site, "SELECT count(*) FROM sync_bufferedrecord")
+        assert sql(site, orphan_count) == [(0,)]
+
+
 def test_a_protocol_version_the_master_does_not_speak_is_refused_with_409(
     initialised: Cluster,
 ) -> None:
