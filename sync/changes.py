@@ -139,13 +139,18 @@ def changes_page(cursor: Cursor, scope: Q, limit: int) -> ChangePage:
 
 def pk_in(model: type[models.Model], ids: Iterable[uuid.UUID]) -> Q | RawSQL:
     """A filter on primary keys that stays one short parameter on PostgreSQL however many ids."""
+    return column_in(model, "id", ids)
+
+
+def column_in(model: type[models.Model], column: str, ids: Iterable[uuid.UUID]) -> Q | RawSQL:
+    """A filter on the UUID `column` that stays one short parameter on PostgreSQL."""
     ids = list(ids)
     if connection.vendor == "postgresql":
         # One comma-separated string: Django binds parameters client-side, and quoting an array
         # of thousands of UUIDs element by element costs more than the query itself.
-        condition = f'"{model._meta.db_table}"."id" = ANY(string_to_array(%s, \',\')::uuid[])'
+        condition = f'"{model._meta.db_table}"."{column}" = ANY(string_to_array(%s, \',\')::uuid[])'
         return RawSQL(condition, (",".join(i.hex for i in ids),), BooleanField())  # noqa: S611
-    return Q(pk__in=ids)
+    return Q(**{f"{column}__in": ids})
 
 
 class WireError(ValueError):

@@ -2,6 +2,7 @@
 buffer for records whose parent has not arrived yet."""
 
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,7 +10,7 @@ import psycopg
 from django.db import connection, models, transaction
 
 from .capture import changes_from
-from .changes import ChangeSet, line_quantity_check, pk_in
+from .changes import ChangeSet, column_in, line_quantity_check, pk_in
 from .models import BufferedRecord
 from .registry import SYNCED_TABLES, TABLES_BY_MODEL, TABLES_BY_NAME, SyncedTable
 
@@ -19,8 +20,11 @@ UNNEST_BATCH_SIZE = 5000
 
 @dataclass
 class ApplyResult:
+    """Records applied, records left waiting in the buffer, and buffered records read back."""
+
     applied: int = 0
     buffered: int = 0
+    buffer_read: int = 0
 
 
 class OwnershipError(PermissionError):
@@ -80,19 +84,19 @@ def _split_by_parents(
     waiting: list[BufferedRecord] = []
     for table in SYNCED_TABLES:
         rows = changeset.rows(table)
-        missing: dict[int, set[uuid.UUID]] = {}
+        missing: dict[int, tuple[SyncedTable, set[uuid.UUID]]] = {}
         for column, parent in table.foreign_keys:
             position = table.position(column)
             wanted = {row[position] for row in rows} - arriving.get(parent.name, set()) - {None}
             absent = wanted - _existing_ids(parent, wanted)
             if absent:
-                missing[position] = absent
+                missing[position] = (parent, absent)
         ready[table.name] = rows
         if missing:
             ready[table.name] = []
             for row, wire_row in zip(rows, changeset.upserts[table.name], strict=True):
-                absent_parent = next((p for p, ids in missing.items() if row[p] in ids), None)
-                if absent_parent is None:
+                at = next((p for p, (_, ids) in missing.items() if row[p] in ids), None)
+                if at is None:
                     ready[table.name].append(row)
                     continue
                 waiting.append(
@@ -101,8 +105,9 @@ def _split_by_parents(
                         record_id=row[0],
                         row=wire_row,
                         source_site=0,
-                        error=f"waiting for {table.field_names[absent_parent]} "
-                        f"{row[absent_parent]} to arrive",
+                        error=f"waiting for {table.field_names[at]} {row[at]} to arrive",
+                        awaited_table=missing[at][0].name,
+                        awaited_id=row[at],
                     )
                 )
         arriving[table.name] = {row[0] for row in ready[table.name]}
@@ -201,7 +206,10 @@ def _delete(table: SyncedTable, ids: list[uuid.UUID]) -> None:
     manager.filter(pk__in=ids).delete()
 
 
-def _apply_once(changeset: ChangeSet, source_site: int) -> tuple[int, list[BufferedRecord]]:
+def _apply_once(
+    changeset: ChangeSet, source_site: int
+) -> tuple[int, dict[str, set[uuid.UUID]], list[BufferedRecord]]:
+    """Apply what can be applied: (records applied, ids upserted per table, records that wait)."""
     # Deletes first, children before parents: a code or number freed by a delete is then free
     # for the record that re-uses it in the same changeset.
     applied = 0
@@ -211,14 +219,16 @@ def _apply_once(changeset: ChangeSet, source_site: int) -> tuple[int, list[Buffe
             _delete(table, ids)
             applied += len(ids)
     ready, waiting = _split_by_parents(changeset)
+    upserted: dict[str, set[uuid.UUID]] = {}
     for table in SYNCED_TABLES:
         if ready.get(table.name):
             _move_aside(table, ready[table.name])
             _upsert(table, ready[table.name])
             applied += len(ready[table.name])
+            upserted[table.name] = {row[0] for row in ready[table.name]}
     for record in waiting:
         record.source_site = source_site
-    return applied, waiting
+    return applied, upserted, waiting
 
 
 class MissingParentError(LookupError):
@@ -229,13 +239,14 @@ class MissingParentError(LookupError):
 def changeset_apply(*, changeset: ChangeSet, source_site: int, buffer: bool = True) -> ApplyResult:
     """Apply a received changeset atomically, marked as coming from `source_site`.
 
-    With `buffer` (pulls), records whose parent is missing wait in the buffer; every call retries
-    the buffer, so they are applied as soon as a later batch brings the parent, and they never
-    block the rest. Without it (pushes, which a satellite sends in change order), a missing
-    parent raises MissingParentError naming the record, and nothing is applied.
+    With `buffer` (pulls), records whose parent is missing wait in the buffer, each naming the
+    parent it awaits; a record is retried only when a changeset (or a retry) brings that parent,
+    so it never blocks the rest and an unrelated page never reads the buffer. Without it
+    (pushes, which a satellite sends in change order), a missing parent raises
+    MissingParentError naming the record, and nothing is applied.
     """
     with changes_from(source_site):
-        applied, waiting = _apply_once(changeset, source_site)
+        applied, upserted, waiting = _apply_once(changeset, source_site)
         if not buffer:
             if waiting:
                 first = waiting[0]
@@ -246,18 +257,46 @@ def changeset_apply(*, changeset: ChangeSet, source_site: int, buffer: bool = Tr
             return ApplyResult(applied=applied)
         _buffer_forget(changeset)
         _buffer_store(waiting)
-        applied += _buffer_retry()
-    return ApplyResult(applied=applied, buffered=BufferedRecord.objects.count())
+        retried, read = _buffer_retry(upserted)
+    return ApplyResult(
+        applied=applied + retried, buffered=BufferedRecord.objects.count(), buffer_read=read
+    )
+
+
+def _id_chunks(ids: set[uuid.UUID]) -> Iterator[list[uuid.UUID]]:
+    """`ids` in lists that fit one statement's parameters beside one more (SQLite allows 999)."""
+    ordered = sorted(ids)
+    size = (connection.features.max_query_params or len(ordered) + 1) - 1
+    for start in range(0, len(ordered), size):
+        yield ordered[start : start + size]
+
+
+def _buffered(
+    name_field: str, id_field: str, ids: dict[str, set[uuid.UUID]]
+) -> Iterator[models.QuerySet[BufferedRecord]]:
+    """Querysets of the buffered records whose (`name_field`, `id_field`) is in `ids`.
+
+    Both pairs of fields are indexed (buffered_record_once, buffer_awaited): each query reads
+    only the records it names.
+    """
+    for name, table_ids in ids.items():
+        for chunk in _id_chunks(table_ids):
+            yield BufferedRecord.objects.filter(
+                column_in(BufferedRecord, id_field, chunk), **{name_field: name}
+            )
 
 
 def _buffer_forget(changeset: ChangeSet) -> None:
     """Drop buffered copies of records that a newer changeset has just carried."""
     if not BufferedRecord.objects.exists():
         return
-    for table in SYNCED_TABLES:
-        ids = [row[0] for row in changeset.rows(table)] + changeset.deletes.get(table.name, [])
-        if ids:
-            BufferedRecord.objects.filter(table_name=table.name, record_id__in=ids).delete()
+    carried = {
+        table.name: {row[0] for row in changeset.rows(table)}
+        | set(changeset.deletes.get(table.name, []))
+        for table in SYNCED_TABLES
+    }
+    for records in _buffered("table_name", "record_id", {n: i for n, i in carried.items() if i}):
+        records.delete()
 
 
 def _buffer_store(waiting: list[BufferedRecord]) -> None:
@@ -265,31 +304,52 @@ def _buffer_store(waiting: list[BufferedRecord]) -> None:
         waiting,
         update_conflicts=True,
         unique_fields=["table_name", "record_id"],
-        update_fields=["row", "error", "source_site"],
+        update_fields=["row", "error", "source_site", "awaited_table", "awaited_id"],
     )
 
 
-def _buffer_retry() -> int:
-    """Apply buffered records whose parents have arrived; returns how many were applied."""
-    applied_total = 0
+def _buffer_retry(arrived: dict[str, set[uuid.UUID]]) -> tuple[int, int]:
+    """Apply the buffered records awaiting a parent in `arrived` (ids per table), then those
+    that these release in turn; returns (records applied, buffered records read)."""
+    applied_total = read = 0
+    # Records buffered before they named their parent (sync 0010) are retried once, by the
+    # first changeset after the upgrade; those that still wait then name it. From then on this
+    # is one index look-up that finds nothing.
+    buffered = list(BufferedRecord.objects.filter(awaited_table=""))
     while True:
-        buffered = list(BufferedRecord.objects.all())
+        for records in _buffered("awaited_table", "awaited_id", arrived):
+            buffered += records
         if not buffered:
-            return applied_total
+            return applied_total, read
+        read += len(buffered)
         changeset = ChangeSet()
         for record in buffered:
             changeset.upserts.setdefault(record.table_name, []).append(record.row)
-        applied, waiting = _apply_once(changeset, 0)
-        still_waiting = {(r.table_name, r.record_id): r.error for r in waiting}
-        if not applied:
-            for record in buffered:
-                record.error = still_waiting.get((record.table_name, record.record_id), "")
-            BufferedRecord.objects.bulk_update(buffered, ["error"])
-            return applied_total
+        applied, arrived, waiting = _apply_once(changeset, 0)
         applied_total += applied
-        BufferedRecord.objects.filter(
-            pk__in=[r.pk for r in buffered if (r.table_name, r.record_id) not in still_waiting]
-        ).delete()
+        _buffer_settle(buffered, waiting)
+        buffered = []
+
+
+def _buffer_settle(retried: list[BufferedRecord], waiting: list[BufferedRecord]) -> None:
+    """Delete the `retried` records that applied; the others now await what `waiting` says."""
+    still = {(record.table_name, record.record_id): record for record in waiting}
+    done: dict[str, set[uuid.UUID]] = {}
+    again = []
+    for record in retried:
+        now = still.get((record.table_name, record.record_id))
+        if now is None:
+            done.setdefault(record.table_name, set()).add(record.record_id)
+            continue
+        record.error, record.awaited_table, record.awaited_id = (
+            now.error,
+            now.awaited_table,
+            now.awaited_id,
+        )
+        again.append(record)
+    BufferedRecord.objects.bulk_update(again, ["error", "awaited_table", "awaited_id"])
+    for records in _buffered("table_name", "record_id", done):
+        records.delete()
 
 
 def changeset_check_ownership(*, changeset: ChangeSet, store_id: uuid.UUID) -> None:

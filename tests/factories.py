@@ -145,6 +145,8 @@ class BufferedRecordFactory(factory.django.DjangoModelFactory):
     row = factory.LazyFunction(list)
     source_site = 2
     error = "waiting for transaction_id 00000000-0000-0000-0000-000000000000 to arrive"
+    awaited_table = "stores_transaction"
+    awaited_id = uuid.UUID(int=0)
 
 
 class PeerStateFactory(factory.django.DjangoModelFactory):

@@ -12,7 +12,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
+from sync.changes import Cursor
 from sync.client import MasterClient
+from sync.registry import TABLES_BY_NAME
 from tests.proxy import LinkProxy
 from tests.servers import SYNC_PASSWORD, SYNC_USERNAME, Cluster, Site
 
@@ -155,6 +157,72 @@ def enrolling_client(master: Site, sync_id: int, **options: Any) -> MasterClient
 
 def hex_id(value: object) -> str:
     return uuid.UUID(str(value)).hex
+
+
+# --- raw pushes: batches made by hand, as no satellite's run sends them ---------------------
+
+
+def row(table: str, **values: Any) -> list[Any]:
+    """One wire row of `table`: every field, in the order the registry gives."""
+    return [values[name] for name in TABLES_BY_NAME[table].field_names]
+
+
+def transaction_row(
+    *, store: str, name: str, number: int, record_id: str | None = None
+) -> list[Any]:
+    return row(
+        "stores_transaction",
+        id=record_id or uuid.uuid4().hex,
+        store_id=store,
+        kind="supplier_invoice",
+        number=number,
+        name_id=name,
+        date="2024-01-02",
+        status="draft",
+    )
+
+
+def line_row(*, transaction: str, item: str, quantity: int = 5) -> list[Any]:
+    return row(
+        "stores_transactionline",
+        id=uuid.uuid4().hex,
+        transaction_id=transaction,
+        item_id=item,
+        batch="B-1",
+        expiry="2030-01-01",
+        quantity=quantity,
+        cost_price="1.50",
+        sell_price="0.00",
+    )
+
+
+def wire(
+    upserts: dict[str, list[list[Any]]], deletes: dict[str, list[str]] | None = None
+) -> dict[str, Any]:
+    """A changeset as a push carries it: rows to upsert and ids to delete, by table."""
+    return {
+        "upserts": [
+            {"table": name, "fields": TABLES_BY_NAME[name].field_names, "rows": rows}
+            for name, rows in upserts.items()
+        ],
+        "deletes": [{"table": name, "ids": ids} for name, ids in (deletes or {}).items()],
+    }
+
+
+def next_batch(sender: MasterClient) -> dict[str, Any]:
+    """Where a raw push as `sender` must sit: right after the master's record of its pushes
+    (generation 1 opens the history of a satellite that never pushed).
+
+    Pass the result to push() with the batch id and changes.
+    """
+    record = sender.handshake()["push"]
+    start = Cursor.parse(str(record["end"]))
+    return {
+        "generation": max(1, record["generation"]),
+        "start": str(start),
+        "end": str(Cursor(start.txid, start.seq + 3)),
+        "digest": uuid.uuid4().hex,
+    }
 
 
 class ProxiedCluster(Cluster):

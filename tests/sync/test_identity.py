@@ -28,8 +28,9 @@ from tests.sync.realsites import (
     store_part,
     sync_fails,
     sync_ok,
+    transaction_row,
+    wire,
 )
-from tests.sync.test_servers import transaction_row, wire
 
 # sql() takes no parameters: queries embed only ids and codes these tests made themselves.
 # ruff: noqa: S608

@@ -1,7 +1,9 @@
 """Applying changesets in foreign-key order, idempotently, buffering orphans; building them."""
 
 import pytest
+from django.db import connection
 from django.db.models import Max, Model
+from django.test.utils import CaptureQueriesContext
 
 from stores.models import Item, Name, StockLine, Store, Transaction, TransactionLine
 from sync.changes import ChangeSet, changeset_build
@@ -9,6 +11,7 @@ from sync.integration import changeset_apply
 from sync.models import BufferedRecord, ChangeLog
 from sync.registry import TABLES_BY_NAME
 from tests.factories import (
+    BufferedRecordFactory,
     ItemFactory,
     StockLineFactory,
     StoreFactory,
@@ -232,3 +235,149 @@ def test_a_deleted_record_held_again_travels_as_it_is_not_as_a_tombstone() -> No
         {},
         [item.pk.hex],
     )
+
+
+def orphan_lines(count: int, item: Item, store: Store) -> list[TransactionLine]:
+    """`count` unsaved lines, each of its own unsaved transaction of `store`."""
+    return [
+        TransactionLineFactory.build(
+            transaction=TransactionFactory.build(store=store, name=None), item=item
+        )
+        for _ in range(count)
+    ]
+
+
+@pytest.fixture
+def buffer_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A list that grows by one for every buffered record read from the database."""
+    reads: list[int] = []
+    from_db = BufferedRecord.from_db
+
+    def counted(db: str | None, field_names: list[str], values: list[object]) -> BufferedRecord:
+        reads.append(1)
+        return from_db(db, field_names, values)
+
+    monkeypatch.setattr(BufferedRecord, "from_db", counted)
+    return reads
+
+
+def test_a_buffered_record_names_the_parent_it_awaits() -> None:
+    line = orphan_lines(1, ItemFactory(), StoreFactory())[0]
+
+    changeset_apply(changeset=changeset_of(line), source_site=1)
+
+    buffered = BufferedRecord.objects.get()
+    assert (buffered.awaited_table, buffered.awaited_id) == (
+        "stores_transaction",
+        line.transaction_id,
+    )
+
+
+def test_a_parent_arriving_retries_only_its_own_child_of_a_thousand_waiting(
+    buffer_reads: list[int],
+) -> None:
+    store, item = StoreFactory(), ItemFactory()
+    unrelated = orphan_lines(1000, item, store)
+    waiting = orphan_lines(1, item, store)[0]
+    changeset_apply(changeset=changeset_of(*unrelated, waiting), source_site=1)
+    before = list(BufferedRecord.objects.exclude(record_id=waiting.pk).order_by("pk").values())
+    buffer_reads.clear()
+
+    with CaptureQueriesContext(connection) as queries:
+        result = changeset_apply(
+            changeset=changeset_of(waiting.transaction, ItemFactory.build()), source_site=1
+        )
+
+    assert (result.applied, result.buffered, result.buffer_read) == (3, 1000, 1)
+    assert len(buffer_reads) == 1
+    assert TransactionLine.objects.filter(pk=waiting.pk).exists()
+    assert list(BufferedRecord.objects.order_by("pk").values()) == before
+    # Bounded by what arrived, not by the buffer: a fixed handful of statements.
+    assert len(queries) < 40, [q["sql"] for q in queries]
+
+
+def test_a_page_that_releases_nothing_reads_no_buffered_record(buffer_reads: list[int]) -> None:
+    store, item = StoreFactory(), ItemFactory()
+    changeset_apply(changeset=changeset_of(*orphan_lines(200, item, store)), source_site=1)
+    buffer_reads.clear()
+
+    result = changeset_apply(changeset=changeset_of(*ItemFactory.build_batch(5)), source_site=1)
+
+    assert (result.applied, result.buffered, result.buffer_read) == (5, 200, 0)
+    assert buffer_reads == []
+
+
+def test_a_released_parent_releases_its_own_children_in_turn() -> None:
+    store, item = StoreFactory.build(), ItemFactory()
+    line = orphan_lines(1, item, store)[0]
+    invoice = line.transaction
+
+    first = changeset_apply(changeset=changeset_of(line, invoice), source_site=1)
+
+    assert (first.applied, first.buffered) == (0, 2)
+    awaited = dict(BufferedRecord.objects.values_list("record_id", "awaited_id"))
+    assert awaited == {line.pk: invoice.pk, invoice.pk: store.pk}
+
+    second = changeset_apply(changeset=changeset_of(store), source_site=1)
+
+    assert (second.applied, second.buffered, second.buffer_read) == (3, 0, 2)
+    assert TransactionLine.objects.get(pk=line.pk).transaction.store_id == store.pk
+
+
+def test_a_retried_record_missing_another_parent_now_awaits_that_one() -> None:
+    store, item = StoreFactory(), ItemFactory.build()
+    line = orphan_lines(1, item, store)[0]
+    changeset_apply(changeset=changeset_of(line), source_site=1)
+    assert BufferedRecord.objects.get().awaited_id == line.transaction_id
+
+    middle = changeset_apply(changeset=changeset_of(line.transaction), source_site=1)
+
+    assert (middle.applied, middle.buffered, middle.buffer_read) == (1, 1, 1)
+    buffered = BufferedRecord.objects.get()
+    assert (buffered.awaited_table, buffered.awaited_id) == ("stores_item", item.pk)
+    assert f"item_id {item.pk}" in buffered.error
+
+    last = changeset_apply(changeset=changeset_of(item), source_site=1)
+
+    assert (last.applied, last.buffered, last.buffer_read) == (2, 0, 1)
+
+
+def test_records_buffered_before_they_named_a_parent_are_retried_once(
+    buffer_reads: list[int],
+) -> None:
+    store, item = StoreFactory(), ItemFactory()
+    arrived, still_missing = orphan_lines(2, item, store)
+    TransactionFactory(pk=arrived.transaction_id, store=store, name=None)
+    changeset_apply(changeset=changeset_of(still_missing), source_site=1)
+    BufferedRecordFactory(
+        record_id=arrived.pk, row=changeset_of(arrived).upserts["stores_transactionline"][0]
+    )
+    BufferedRecord.objects.update(awaited_table="", awaited_id=None)
+
+    first = changeset_apply(changeset=changeset_of(ItemFactory.build()), source_site=1)
+
+    assert (first.applied, first.buffered, first.buffer_read) == (2, 1, 2)
+    assert TransactionLine.objects.filter(pk=arrived.pk).exists()
+    assert BufferedRecord.objects.get().awaited_id == still_missing.transaction_id
+    buffer_reads.clear()
+    second = changeset_apply(changeset=changeset_of(ItemFactory.build()), source_site=1)
+    assert (second.buffer_read, buffer_reads) == (0, [])
+
+
+def test_buffer_queries_split_their_ids_to_fit_the_databases_parameter_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store, item = StoreFactory(), ItemFactory()
+    lines = orphan_lines(10, item, store)
+    changeset_apply(changeset=changeset_of(*lines), source_site=1)
+    monkeypatch.setattr(connection.features, "max_query_params", 4)
+
+    with CaptureQueriesContext(connection) as queries:
+        result = changeset_apply(
+            changeset=changeset_of(*(line.transaction for line in lines)), source_site=1
+        )
+
+    assert (result.applied, result.buffered, result.buffer_read) == (20, 0, 10)
+    if connection.vendor == "sqlite":
+        reads = [q for q in queries if q["sql"].startswith('SELECT "sync_bufferedrecord"')]
+        assert len(reads) > 1

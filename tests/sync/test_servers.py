@@ -15,8 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from sync.changes import Cursor
-from sync.client import MasterClient, SyncFailure
+from sync.client import SyncFailure
 from sync.protocol import PROTOCOL_MIN_VERSION, PROTOCOL_VERSION
 from sync.registry import STORE_TABLE_NAMES, TABLES_BY_NAME
 from tests.proxy import TO_CLIENT, TO_SERVER
@@ -32,12 +31,17 @@ from tests.sync.realsites import (
     enrolling_client,
     hex_id,
     key_reset,
+    line_row,
     master_part,
+    next_batch,
+    row,
     shell,
     sql,
     store_part,
     sync_fails,
     sync_ok,
+    transaction_row,
+    wire,
 )
 
 # sql() takes no parameters: queries embed only ids and codes these tests made themselves.
@@ -76,69 +80,6 @@ def rebuild_satellite(cluster: Cluster, sync_id: int, url: str) -> Site:
         "sync_peer", "add", "--sync-id", "1", "--name", "master", "--store", "S001", "--url", url
     )
     return new
-
-
-def row(table: str, **values: Any) -> list[Any]:
-    """One wire row of `table`: every field, in the order the registry gives."""
-    return [values[name] for name in TABLES_BY_NAME[table].field_names]
-
-
-def transaction_row(
-    *, store: str, name: str, number: int, record_id: str | None = None
-) -> list[Any]:
-    return row(
-        "stores_transaction",
-        id=record_id or uuid.uuid4().hex,
-        store_id=store,
-        kind="supplier_invoice",
-        number=number,
-        name_id=name,
-        date="2024-01-02",
-        status="draft",
-    )
-
-
-def line_row(*, transaction: str, item: str, quantity: int = 5) -> list[Any]:
-    return row(
-        "stores_transactionline",
-        id=uuid.uuid4().hex,
-        transaction_id=transaction,
-        item_id=item,
-        batch="B-1",
-        expiry="2030-01-01",
-        quantity=quantity,
-        cost_price="1.50",
-        sell_price="0.00",
-    )
-
-
-def wire(
-    upserts: dict[str, list[list[Any]]], deletes: dict[str, list[str]] | None = None
-) -> dict[str, Any]:
-    """A changeset as a push carries it: rows to upsert and ids to delete, by table."""
-    return {
-        "upserts": [
-            {"table": name, "fields": TABLES_BY_NAME[name].field_names, "rows": rows}
-            for name, rows in upserts.items()
-        ],
-        "deletes": [{"table": name, "ids": ids} for name, ids in (deletes or {}).items()],
-    }
-
-
-def next_batch(sender: MasterClient) -> dict[str, Any]:
-    """Where a raw push as `sender` must sit: right after the master's record of its pushes
-    (generation 1 opens the history of a satellite that never pushed).
-
-    Pass the result to push() with the batch id and changes.
-    """
-    record = sender.handshake()["push"]
-    start = Cursor.parse(str(record["end"]))
-    return {
-        "generation": max(1, record["generation"]),
-        "start": str(start),
-        "end": str(Cursor(start.txid, start.seq + 3)),
-        "digest": uuid.uuid4().hex,
-    }
 
 
 def table_counts(site: Site, *scalars: str) -> tuple[Any, ...]:
@@ -518,6 +459,64 @@ def test_a_push_of_records_the_satellite_does_not_own_is_refused_whole(
     assert forgery.offending in refused.value.message.replace("-", "")
     # Nothing applied: no row, no change-log entry, the S003 transaction as it was.
     assert table_counts(master, *probes) == before
+
+
+def test_an_orphan_line_pushed_by_one_satellite_never_joins_another_stores_transaction(
+    with_store_data: Cluster,
+) -> None:
+    master, (satellite2, satellite3) = with_store_data.master, with_store_data.satellites
+    ((item,),) = sql(master, "SELECT id FROM stores_item WHERE code = 'I00004'")
+    awaited = uuid.uuid4().hex
+    orphan = line_row(transaction=awaited, item=hex_id(item), quantity=666)
+    before = table_counts(master, "SELECT count(*) FROM sync_bufferedrecord")
+    changes = wire({"stores_transactionline": [orphan]})
+    sender = client(with_store_data)
+    try:
+        position = next_batch(sender)
+        with pytest.raises(SyncFailure) as refused:
+            sender.push(batch_id=uuid.uuid4().hex, changes=changes, **position)
+    finally:
+        sender.close()
+    assert (refused.value.status, refused.value.code) == (409, "missing_parent")
+    assert orphan[0] in refused.value.message.replace("-", "")
+    # Nothing applied and nothing kept for later: no line, no change, no buffered record.
+    assert table_counts(master, "SELECT count(*) FROM sync_bufferedrecord") == before
+    assert before[-1] == 0
+
+    # Satellite 3 then makes a transaction with that very id (its own line and all) and syncs.
+    shell(
+        satellite3,
+        f"""
+import datetime, uuid
+from unittest import mock
+from stores import services
+from stores.models import Item, Name, Store, Transaction
+from sync.selectors import hosted_store_id
+with mock.patch.object(Transaction._meta.pk, "default", lambda: uuid.UUID("{awaited}")):
+    services.transaction_create(
+        store=Store.objects.get(pk=hosted_store_id()),
+        kind="supplier_invoice",
+        date=datetime.date(2024, 3, 1),
+        name=Name.objects.filter(kind="supplier", active=True).first(),
+        lines=[services.LineInput(item=Item.objects.get(code="I00004"), batch="OWN",
+                                  expiry=datetime.date(2031, 1, 1), quantity=7)],
+    )
+""",
+    )
+    sync_ok(satellite3)
+    sync_ok(satellite2)
+
+    of_store = (
+        "SELECT s.code FROM stores_transaction t JOIN stores_store s ON s.id = t.store_id "
+        f"WHERE t.id = '{awaited}'"
+    )
+    lines = f"SELECT batch, quantity FROM stores_transactionline WHERE transaction_id = '{awaited}'"
+    assert sql(master, of_store) == sql(satellite3, of_store) == [("S003",)]
+    assert sql(master, lines) == sql(satellite3, lines) == [("OWN", 7)]
+    orphan_count = f"SELECT count(*) FROM stores_transactionline WHERE id = '{orphan[0]}'"
+    for site in (master, satellite2, satellite3):
+        assert sql(site, orphan_count) == sql(site, "SELECT count(*) FROM sync_bufferedrecord")
+        assert sql(site, orphan_count) == [(0,)]
 
 
 def test_a_protocol_version_the_master_does_not_speak_is_refused_with_409(
