@@ -15,7 +15,7 @@ import pytest
 
 from sync.protocol import PROTOCOL_VERSION, SYNC_ID_HEADER, VERSION_HEADER
 from tests.servers import ROOT, Cluster, Site
-from tests.sync.realsites import client
+from tests.sync.realsites import enrolling_client
 
 # The block of README.md that documents a production server's environment.
 README_ENV = re.compile(r"```bash\n# Production environment\n(.*?)```", re.DOTALL)
@@ -129,14 +129,17 @@ def stalled_upload(master: Site, token: str) -> socket.socket:
 
 @pytest.mark.servers
 def test_stalled_uploads_do_not_starve_the_sync_api(master: Site) -> None:
-    token = client(master).handshake()["token"]
+    satellite = enrolling_client(master, 2, read_timeout=10)
+    token = satellite.handshake()["token"]
     with ExitStack() as stack:
+        stack.callback(satellite.close)
         for _ in range(3):
             stack.enter_context(closing(stalled_upload(master, token)))
         time.sleep(1)
         start = time.monotonic()
         # With gunicorn's sync workers instead, this handshake waits out its read timeout.
-        answer = client(master, read_timeout=10).handshake()
+        satellite.close()  # a new connection, as the next run would make
+        answer = satellite.handshake()
         handshake_seconds = time.monotonic() - start
         assert answer["role"] == "master"
         assert handshake_seconds < 5, handshake_seconds
