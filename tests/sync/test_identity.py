@@ -246,7 +246,7 @@ def test_behind_the_trusted_proxy_a_wrong_password_locks_out_only_its_own_addres
         body=handshake_body(4),
     )
     assert (status, answer["code"]) == (429, "locked_out")
-    addresses = {address for (address,) in sql(master, "SELECT address FROM sync_authfailure")}
+    addresses = {str(a) for (a,) in sql(master, "SELECT address FROM sync_authfailure")}
     assert "127.0.0.4" in addresses
     assert PROXY_SOURCE not in addresses
     # Satellite 3 behind the same proxy syncs on; so would a password from another address.
