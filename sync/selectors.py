@@ -119,13 +119,14 @@ def sync_status(recent: int = 10) -> dict[str, Any]:
 
 
 def _trouble(peer: SyncPeer, is_master: bool) -> dict[str, Any]:
-    """A peer's last error, failure streak and last failure: on the master from the annotations
-    of peers_with_exchanges, on a satellite (one peer, the master) from its own runs."""
+    """A peer's current error (blank once it succeeded again), failure streak and last failure:
+    on the master from peers_with_exchanges, on a satellite (its one peer) from its own runs."""
     if is_master:
+        streak = getattr(peer, "failure_streak", 0)
         return {
-            "last_error_code": getattr(peer, "last_error_code", None) or "",
-            "last_error": getattr(peer, "last_error_message", None) or "",
-            "failure_streak": getattr(peer, "failure_streak", 0),
+            "last_error_code": (getattr(peer, "last_error_code", None) or "") if streak else "",
+            "last_error": (getattr(peer, "last_error_message", None) or "") if streak else "",
+            "failure_streak": streak,
             "last_failed_at": getattr(peer, "last_failed_at", None),
         }
     runs = SyncLog.objects.filter(peer_sync_id=peer.sync_id).exclude(result=SyncResult.RUNNING)
@@ -135,13 +136,14 @@ def _trouble(peer: SyncPeer, is_master: bool) -> dict[str, Any]:
         .values_list("started_at", flat=True)
         .first()
     )
-    failed = runs.filter(result=SyncResult.FAILURE)
-    last = failed.order_by("-started_at", "-pk").first()
+    failed = runs.filter(result=SyncResult.FAILURE).order_by("-started_at", "-pk")
+    current = failed.filter(started_at__gt=success_at or EPOCH)
+    last = current.first()
     return {
         "last_error_code": last.error_code if last else "",
         "last_error": last.message if last else "",
-        "failure_streak": failed.filter(started_at__gt=success_at or EPOCH).count(),
-        "last_failed_at": last.started_at if last else None,
+        "failure_streak": current.count(),
+        "last_failed_at": failed.values_list("started_at", flat=True).first(),
     }
 
 
