@@ -283,15 +283,16 @@ def satellite_health_q(health: SatelliteHealth, *, now: datetime | None = None) 
     """The condition on peers_with_exchanges() rows for one health, each peer in exactly one:
     failing (its latest exchange failed) before never synced, then stale (no complete sync
     for over a day, as sync_staleness grades it) or OK."""
-    failing = Q(last_result=ExchangeResult.FAILURE)
     if health == "failing":
-        return failing
+        return Q(last_result=ExchangeResult.FAILURE)
+    # Spelled out: NOT over a NULL subquery (no exchange yet) is NULL in SQL, not true.
+    not_failing = Q(last_result=ExchangeResult.SUCCESS) | Q(last_result__isnull=True)
     if health == "never":
-        return ~failing & Q(state__last_success_at__isnull=True)
+        return not_failing & Q(state__last_success_at__isnull=True)
     day_ago = (now or timezone.now()) - STALE_WARNING_AFTER
     if health == "stale":
-        return ~failing & Q(state__last_success_at__lt=day_ago)
-    return ~failing & Q(state__last_success_at__gte=day_ago)
+        return not_failing & Q(state__last_success_at__lt=day_ago)
+    return not_failing & Q(state__last_success_at__gte=day_ago)
 
 
 def satellite_health(peer: SyncPeer, *, now: datetime | None = None) -> SatelliteHealth:
