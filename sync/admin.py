@@ -491,6 +491,7 @@ class SyncPeerAdmin(admin.ModelAdmin):
             raise PermissionDenied
         peer = self._peer_or_404(request, peer_id)
         request_id = uuid.uuid4().hex
+        services.sync_request_queue(request_id=request_id)
         try:
             sync_with_master.apply_async(
                 kwargs={"trigger": SyncTrigger.BUTTON, "request_id": request_id},
@@ -509,16 +510,18 @@ class SyncPeerAdmin(admin.ModelAdmin):
         )
 
     def sync_result_view(self, request: HttpRequest, peer_id: int, request_id: str) -> HttpResponse:
-        """Show a queued run's result once it has ended; refresh until then."""
+        """Show a queued run's progress, or that of the run already going, until its result."""
         peer = self._peer_or_404(request, peer_id)
-        log = SyncLog.objects.filter(request_id=request_id).first()
+        status = selectors.sync_now_status(request_id=request_id)
         context = {
             **self.admin_site.each_context(request),
             "title": f"Sync with {peer.name}",
             "opts": self.opts,
             "peer": peer,
-            "log": log,
-            "finished": log is not None and log.ended_at is not None,
+            "status": status,
+            "log": status.log,
+            "finished": status.finished,
+            "pickup_seconds": int(selectors.SYNC_NOW_PICKUP.total_seconds()),
             "changelist_url": reverse("admin:sync_syncpeer_changelist"),
         }
         request.current_app = self.admin_site.name

@@ -1,6 +1,7 @@
 """Read paths of the sync app; `site_is_master` is the public answer to "may I edit master data"."""
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -17,6 +18,7 @@ from .models import (
     SyncLog,
     SyncPeer,
     SyncPreferences,
+    SyncRequest,
     SyncResult,
 )
 from .registry import LOCAL_STORE_DATA_SCOPE, MASTER_DATA_SCOPE
@@ -313,3 +315,47 @@ def satellite_health_counts() -> dict[SatelliteHealth, int]:
     for peer in peers_with_exchanges().exclude(sync_id=MASTER_SYNC_ID).select_related("state"):
         counts[satellite_health(peer, now=now)] += 1
     return counts
+
+
+# A Sync now press that no worker has started after this long says so, instead of waiting on.
+SYNC_NOW_PICKUP = timedelta(seconds=30)
+
+SyncNowState = Literal["queued", "no_worker", "running", "interrupted", "success", "failure"]
+
+
+@dataclass(frozen=True)
+class SyncNowStatus:
+    """Where a Sync now press stands: its run's log (or the run already going), and its state."""
+
+    state: SyncNowState
+    log: SyncLog | None
+    # The run was already going when the button was pressed: this press started none.
+    joined: bool
+
+    @property
+    def finished(self) -> bool:
+        return self.state not in ("queued", "running")
+
+
+def sync_now_status(*, request_id: str, now: datetime | None = None) -> SyncNowStatus:
+    """The state of the Sync now press `request_id`, for its page to show until it finishes.
+
+    A run marked running whose lease nobody holds any more has died (its worker was stopped):
+    it is shown as interrupted at once, not left running until the next run notices.
+    """
+    from .locks import lock_held
+    from .run import RUN_LOCK
+
+    now = now or timezone.now()
+    log = SyncLog.objects.filter(request_id=request_id).first()
+    press = SyncRequest.objects.filter(request_id=request_id).select_related("joined").first()
+    joined = log is None and press is not None and press.joined is not None
+    if joined:
+        log = press.joined  # type: ignore[union-attr]
+    if log is None:
+        waited = press is not None and now - press.queued_at > SYNC_NOW_PICKUP
+        return SyncNowStatus("no_worker" if waited else "queued", None, False)
+    if log.result == SyncResult.RUNNING:
+        alive = lock_held(name=RUN_LOCK, now=now)
+        return SyncNowStatus("running" if alive else "interrupted", log, joined)
+    return SyncNowStatus("success" if log.result == SyncResult.SUCCESS else "failure", log, joined)

@@ -17,8 +17,11 @@ from .models import (
     ExchangeResult,
     PeerState,
     SyncExchange,
+    SyncLog,
     SyncPeer,
     SyncPreferences,
+    SyncRequest,
+    SyncResult,
     UnlockAttempt,
 )
 from .selectors import preferences_get
@@ -232,4 +235,20 @@ def _exchange_insert(exchange: Exchange) -> None:
         duration_ms=exchange.duration_ms,
         address=exchange.address,
         started_at=exchange.started_at,
+    )
+
+
+def sync_request_queue(*, request_id: str) -> SyncRequest:
+    """Note a Sync now press before its run is queued, so its page can tell if none starts."""
+    return SyncRequest.objects.create(request_id=request_id, queued_at=timezone.now())
+
+
+def sync_request_join(*, request_id: str) -> None:
+    """Answer a Sync now press with the run already going, which the press did not start."""
+    running = SyncLog.objects.filter(result=SyncResult.RUNNING).order_by("-started_at").first()
+    joined = running or SyncLog.objects.order_by("-started_at").first()
+    SyncRequest.objects.update_or_create(
+        request_id=request_id,
+        defaults={"joined": joined},
+        create_defaults={"joined": joined, "queued_at": timezone.now()},
     )
