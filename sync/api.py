@@ -68,6 +68,7 @@ class SyncAPIView(APIView):
         exchange: dict[str, Any] = {}
         try:
             response = super().dispatch(request, *args, **kwargs)
+            exchange = self._outcome(response)
         except Exception as error:
             exchange = {
                 "error_code": "server_error",
@@ -75,7 +76,6 @@ class SyncAPIView(APIView):
             }
             raise
         else:
-            exchange = self._outcome(response)
             return response
         finally:
             exchange_record(
