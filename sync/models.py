@@ -385,3 +385,54 @@ class RunLock(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} held by {self.holder or 'nobody'}"
+
+
+class SyncEndpoint(models.TextChoices):
+    HANDSHAKE = "handshake", "Handshake"
+    PUSH = "push", "Push"
+    PULL = "pull", "Pull"
+
+
+class ExchangeResult(models.TextChoices):
+    SUCCESS = "success", "Success"
+    FAILURE = "failure", "Failure"
+
+
+class SyncExchange(models.Model):
+    """On the master: one request a satellite made to the sync API, refused or not."""
+
+    # The Sync ID the caller claimed, kept for refused logins too; `peer` only once authenticated.
+    sync_id = models.PositiveSmallIntegerField("Sync ID", null=True, blank=True)
+    peer = models.ForeignKey(
+        SyncPeer, on_delete=models.SET_NULL, null=True, blank=True, related_name="exchanges"
+    )
+    endpoint = models.CharField(max_length=10, choices=SyncEndpoint.choices)
+    result = models.CharField(max_length=10, choices=ExchangeResult.choices)
+    error_code = models.CharField(max_length=40, blank=True)
+    message = models.TextField(blank=True)
+    # Push: records applied; pull: records served.
+    records = models.PositiveIntegerField(default=0)
+    bytes_in = models.PositiveBigIntegerField(default=0)
+    bytes_out = models.PositiveBigIntegerField(default=0)
+    duration_ms = models.PositiveIntegerField(default=0)
+    address = models.GenericIPAddressField(null=True, blank=True)
+    started_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["sync_id", "started_at"], name="exchange_satellite")]
+
+    def __str__(self) -> str:
+        return f"{self.endpoint} from {self.sync_id} at {self.started_at}: {self.result}"
+
+
+class SyncRequest(models.Model):
+    """A Sync now press: answered by the run it started, or by the run already going."""
+
+    request_id = models.CharField(max_length=36, primary_key=True)
+    queued_at = models.DateTimeField()
+    # Set when the worker found a run already going: that run's log answers this request.
+    joined = models.ForeignKey(SyncLog, on_delete=models.SET_NULL, null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"Sync now {self.request_id} queued at {self.queued_at}"

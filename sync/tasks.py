@@ -4,6 +4,7 @@ from celery import shared_task
 
 from .models import SyncTrigger
 from .run import SyncAlreadyRunning, sync_run
+from .services import sync_request_join
 
 SYNC_TASK = "sync.sync_with_master"
 
@@ -12,8 +13,10 @@ SYNC_TASK = "sync.sync_with_master"
 # cursors already make the next scheduled run pick up where it stopped.
 @shared_task(name=SYNC_TASK, acks_late=False, ignore_result=True)
 def sync_with_master(trigger: str = SyncTrigger.SCHEDULE, request_id: str = "") -> str:
-    """Run one sync with the master; a run already going on makes this one do nothing."""
+    """Run one sync with the master; a run already going on answers a Sync now press instead."""
     try:
         return str(sync_run(trigger=trigger, request_id=request_id).result)
     except SyncAlreadyRunning as error:
+        if request_id:
+            sync_request_join(request_id=request_id)
         return str(error)
