@@ -12,6 +12,7 @@ from rest_framework.test import APIClient
 
 from stores.models import Item, Store, Transaction
 from sync.changes import Cursor, changes_last
+from sync.client import PulledPage, SyncFailure
 from sync.integration import changeset_apply
 from sync.models import (
     AppliedBatch,
@@ -23,6 +24,9 @@ from sync.models import (
     SyncPeer,
 )
 from sync.prune import sync_prune
+from sync.run import Run
+from sync.run import _pull as run_pull
+from sync.selectors import master_record_may_be_held
 from sync.services import PRUNE_SCHEDULE_NAME, peer_save, preferences_update
 from tests.factories import ItemFactory, StoreFactory, TransactionFactory, changeset_of
 from tests.sync.test_protocol import PASSWORD, PULL, assert_error, credentials, enrol
@@ -265,3 +269,60 @@ def test_every_site_gets_the_daily_prune_in_celery_beat() -> None:
     assert (task.task, task.enabled, task.interval.every) == ("sync.prune", True, 86400)
     preferences_update(sync_interval_minutes=5)
     assert PeriodicTask.objects.filter(name=PRUNE_SCHEDULE_NAME).count() == 1
+
+
+@pytest.mark.usefixtures("master")
+def test_a_master_record_whose_first_changes_were_compacted_is_still_known_to_be_held() -> None:
+    item = ItemFactory()
+    # Satellite 2 has pulled everything so far, the item's creation included.
+    state = satellite_at(2, Cursor())
+    served = changes_last()
+    PeerState.objects.filter(pk=state.pk).update(
+        served_txid=served.txid, served_seq=served.seq, pull_txid=served.txid, pull_seq=served.seq
+    )
+    edit(item, 1)
+
+    sync_prune()
+
+    assert rows_of(item)[0][0] > served
+    assert master_record_may_be_held(table_name="stores_item", record_id=item.pk)
+
+
+class ExpiredMaster:
+    """A master client whose first pull answers reinitialise_required, then serves empty pages."""
+
+    def __init__(self) -> None:
+        self.pulls: list[tuple[Cursor, bool]] = []
+
+    def pull(self, *, cursor: Cursor, limit: int, initial: bool) -> PulledPage:
+        self.pulls.append((cursor, initial))
+        if len(self.pulls) == 1:
+            raise SyncFailure("reinitialise_required", "Satellite 2 was silent too long.")
+        return PulledPage(changeset_of(), cursor, 0)
+
+
+def test_a_satellite_told_to_reinitialise_pulls_again_from_the_start(satellite: int) -> None:
+    master = SyncPeer.objects.create(sync_id=1, name="master", store_code="S001", url="http://a/")
+    state = PeerState.objects.create(peer=master, pull_txid=0, pull_seq=7, initialised=True)
+    run = Run(log=SyncLog.objects.create(peer_sync_id=1, started_at=timezone.now()), progress=print)
+    client = ExpiredMaster()
+
+    run_pull(run, client, state)  # type: ignore[arg-type]
+
+    assert client.pulls == [(Cursor(0, 7), False), (Cursor(), True)]
+    assert PeerState.objects.get(pk=state.pk).initialised
+    assert "initialised again" in " ".join(run.notes)
+
+
+def test_a_satellite_with_unpushed_changes_does_not_reinitialise_over_them(satellite: int) -> None:
+    master = SyncPeer.objects.create(sync_id=1, name="master", store_code="S001", url="http://a/")
+    state = PeerState.objects.create(peer=master, pull_txid=0, pull_seq=7, initialised=True)
+    TransactionFactory()
+    run = Run(log=SyncLog.objects.create(peer_sync_id=1, started_at=timezone.now()), progress=print)
+    client = ExpiredMaster()
+
+    with pytest.raises(SyncFailure, match="must push first"):
+        run_pull(run, client, state)  # type: ignore[arg-type]
+
+    assert len(client.pulls) == 1
+    assert PeerState.objects.get(pk=state.pk).pull_seq == 7
