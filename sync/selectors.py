@@ -73,6 +73,8 @@ def sync_status(recent: int = 10) -> dict[str, Any]:
                 "push_cursor": f"{state.push_txid}.{state.push_seq}" if state else "0.0",
                 "pull_cursor": f"{state.pull_txid}.{state.pull_seq}" if state else "0.0",
                 "initialised": state.initialised if state else False,
+                # On the master: since when the satellite must initialise again (sync.prune).
+                "log_expired_at": state.log_expired_at if state else None,
                 # On the master, the satellite's key; on a satellite, whether it holds its own.
                 "key": peer_key_status(peer)
                 if preferences.is_master

@@ -27,7 +27,7 @@ from sync.models import (
 from sync.prune import sync_prune
 from sync.run import Run
 from sync.run import _pull as run_pull
-from sync.selectors import master_record_may_be_held
+from sync.selectors import master_record_may_be_held, sync_status
 from sync.services import PRUNE_SCHEDULE_NAME, peer_save, preferences_update
 from tests.factories import ItemFactory, StoreFactory, TransactionFactory, changeset_of
 from tests.sync.test_protocol import PASSWORD, PULL, assert_error, credentials, enrol
@@ -146,6 +146,7 @@ def test_a_satellite_silent_past_retention_is_ignored_and_told_to_reinitialise(
 
     assert report.expired_satellites == [2]
     assert len(rows_of(item)) == 1
+    assert sync_status()["peers"][0]["log_expired_at"] is not None
     body = assert_error(api.get(PULL, {"cursor": cursor}), 409, "reinitialise_required")
     assert "silent for more than 30 days" in body["message"]
     assert "initialise again" in body["message"]
