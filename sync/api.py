@@ -28,6 +28,7 @@ from .protocol import (
     SyncAPIError,
     version_mismatch,
 )
+from .prune import pull_expiry_check
 from .push import PushRecord, peer_store, push_batch_apply
 from .registry import MASTER_DATA_SCOPE
 from .selectors import preferences_get
@@ -303,6 +304,7 @@ class PullView(SyncAPIView):
         query.is_valid(raise_exception=True)
         caller = self.caller(request)
         cursor: Cursor = query.validated_data["cursor"]
+        pull_expiry_check(peer=caller.peer, cursor=cursor, initial=query.validated_data["initial"])
         # Before the page is read: whatever the log holds now may reach the satellite, so master
         # data in it is deactivated rather than deleted from now on (master_record_may_be_held).
         served = changes_last()

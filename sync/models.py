@@ -230,6 +230,8 @@ class ChangeLog(models.Model):
             models.Index(
                 fields=["record_id"], name="changelog_master_record", condition=MASTER_DATA_SCOPE
             ),
+            # Whether a record has a newer change: what pruning compacts (sync.prune).
+            models.Index(fields=["record_id", "txid", "seq"], name="changelog_record"),
         ]
 
     def __str__(self) -> str:
@@ -259,6 +261,9 @@ class PeerState(models.Model):
     served_txid = models.BigIntegerField(default=0)
     served_seq = models.BigIntegerField(default=0)
     initialised = models.BooleanField(default=False)
+    # On the master: when pruning passed this satellite's pull cursor because it was silent
+    # longer than SYNC_PEER_RETENTION_DAYS; its next pull must initialise again (sync.prune).
+    log_expired_at = models.DateTimeField(null=True, blank=True)
     # On a satellite: the store this site hosts, as the master's handshake named it.
     hosted_store_id = models.UUIDField(null=True, blank=True)
     auth_token = models.TextField(blank=True)
@@ -323,6 +328,7 @@ class AppliedBatch(models.Model):
     digest = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:
+        indexes = [models.Index(fields=["applied_at"], name="applied_batch_age")]
         constraints = [
             models.UniqueConstraint(fields=["sync_id", "batch_id"], name="applied_batch_once"),
         ]
@@ -374,6 +380,20 @@ class AuthFailure(models.Model):
 
     def __str__(self) -> str:
         return f"Failed sync login from {self.sync_id or self.address} at {self.failed_at}"
+
+
+class PruneMark(models.Model):
+    """How far this site's change log has been compacted: below (txid, seq) rows may be gone."""
+
+    SINGLETON_ID = 1
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=SINGLETON_ID, editable=False)
+    txid = models.BigIntegerField(default=0)
+    seq = models.BigIntegerField(default=0)
+    pruned_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"Change log compacted below {self.txid}.{self.seq}"
 
 
 class RunLock(models.Model):

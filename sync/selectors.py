@@ -91,6 +91,8 @@ def sync_status(recent: int = 10) -> dict[str, Any]:
                 "push_cursor": f"{state.push_txid}.{state.push_seq}" if state else "0.0",
                 "pull_cursor": f"{state.pull_txid}.{state.pull_seq}" if state else "0.0",
                 "initialised": state.initialised if state else False,
+                # On the master: since when the satellite must initialise again (sync.prune).
+                "log_expired_at": state.log_expired_at if state else None,
                 # On the master, the satellite's key; on a satellite, whether it holds its own.
                 "key": peer_key_status(peer)
                 if preferences.is_master
@@ -156,7 +158,7 @@ def master_record_may_be_held(*, table_name: str, record_id: uuid.UUID) -> bool:
     """
     from django.db.models import F
 
-    from .models import ChangeLog
+    from .models import ChangeLog, PruneMark
 
     served = list(PeerState.objects.select_for_update().values_list("served_txid", "served_seq"))
     first = (
@@ -165,7 +167,13 @@ def master_record_may_be_held(*, table_name: str, record_id: uuid.UUID) -> bool:
         .values_list("txid", "seq")
         .first()
     )
-    return first is not None and any(position >= first for position in served)
+    if first is None:
+        return False
+    # Pruning may have removed the record's first changes (sync.prune): any served position past
+    # where compaction reached may then have carried it.
+    mark = PruneMark.objects.values_list("txid", "seq").first()
+    since = min(first, mark) if mark and mark > (0, 0) else first
+    return any(position >= since for position in served)
 
 
 def store_hosting_peer(*, code: str) -> SyncPeer | None:

@@ -100,6 +100,7 @@ def preferences_update(
 
 
 SYNC_SCHEDULE_NAME = "Sync with the master"
+PRUNE_SCHEDULE_NAME = "Prune sync history"
 
 
 def sync_schedule_update(*, preferences: SyncPreferences) -> None:
@@ -107,21 +108,33 @@ def sync_schedule_update(*, preferences: SyncPreferences) -> None:
 
     django-celery-beat's database scheduler notices the change by itself, so nothing restarts.
     A satellite with an interval syncs every that many minutes; 0 pauses; the master never pulls.
+    Every site also gets the daily prune (sync.prune).
     """
-    from django_celery_beat.models import IntervalSchedule, PeriodicTask
-
-    from .tasks import SYNC_TASK
+    from .tasks import PRUNE_TASK, SYNC_TASK
 
     enabled = not preferences.is_master and preferences.sync_interval_minutes > 0
     seconds = max(preferences.sync_interval_minutes, 1) * settings.SYNC_INTERVAL_UNIT_SECONDS
+    _periodic_task_keep(
+        name=SYNC_SCHEDULE_NAME, task_name=SYNC_TASK, seconds=seconds, enabled=enabled
+    )
+    # Every site prunes daily, master and satellites alike (sync.prune).
+    _periodic_task_keep(
+        name=PRUNE_SCHEDULE_NAME, task_name=PRUNE_TASK, seconds=24 * 60 * 60, enabled=True
+    )
+
+
+def _periodic_task_keep(*, name: str, task_name: str, seconds: int, enabled: bool) -> None:
+    """Create or correct the beat entry `name`, saving only when something changed."""
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
     interval = IntervalSchedule.objects.get_or_create(
         every=seconds, period=IntervalSchedule.SECONDS
     )[0]
-    task = PeriodicTask.objects.filter(name=SYNC_SCHEDULE_NAME).first()
+    task = PeriodicTask.objects.filter(name=name).first()
     if task is None:
         if not enabled:
             return
-        task = PeriodicTask(name=SYNC_SCHEDULE_NAME, task=SYNC_TASK)
+        task = PeriodicTask(name=name, task=task_name)
     if (task.interval_id, task.enabled) != (interval.pk, enabled):
         task.interval = interval
         task.enabled = enabled

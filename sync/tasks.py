@@ -1,12 +1,14 @@
-"""Celery tasks: the scheduled and on-demand sync runs, front doors to sync_run."""
+"""Celery tasks: the scheduled and on-demand sync runs and the daily prune, front doors."""
 
 from celery import shared_task
 
 from .models import SyncTrigger
+from .prune import sync_prune
 from .run import SyncAlreadyRunning, sync_run
 from .services import sync_request_join
 
 SYNC_TASK = "sync.sync_with_master"
+PRUNE_TASK = "sync.prune"
 
 
 # A run interrupted by a dead worker must not be replayed later by the broker: the lease and the
@@ -20,3 +22,9 @@ def sync_with_master(trigger: str = SyncTrigger.SCHEDULE, request_id: str = "") 
         if request_id:
             sync_request_join(request_id=request_id)
         return str(error)
+
+
+@shared_task(name=PRUNE_TASK, ignore_result=True)
+def prune() -> dict[str, object]:
+    """Remove what this site no longer needs (sync_prune); returns the counts per kind."""
+    return sync_prune().to_dict()

@@ -33,6 +33,11 @@ class Command(BaseCommand):
                     else ""
                 )
             )
+            if peer["log_expired_at"]:
+                self.stdout.write(
+                    f"  silent past SYNC_PEER_RETENTION_DAYS: must initialise again (marked "
+                    f"{peer['log_expired_at']}; its next sync does so by itself)"
+                )
             if status["role"] == "satellite":
                 self.stdout.write(
                     f"  push cursor {peer['push_cursor']}, pull cursor {peer['pull_cursor']}, "
