@@ -224,6 +224,7 @@ SYNC_LOCK_TTL_SECONDS = env.int("SYNC_LOCK_TTL_SECONDS", default=120)
 # always kept); a satellite silent longer than SYNC_PEER_RETENTION_DAYS no longer holds the
 # master's change log and must initialise again. Pruning deletes at most this many rows a batch.
 SYNC_LOG_RETENTION_DAYS = env.int("SYNC_LOG_RETENTION_DAYS", default=90)
+SYNC_EXCHANGE_RETENTION_DAYS = env.int("SYNC_EXCHANGE_RETENTION_DAYS", default=90)
 SYNC_AUTH_FAILURE_RETENTION_DAYS = env.int("SYNC_AUTH_FAILURE_RETENTION_DAYS", default=30)
 SYNC_APPLIED_BATCH_RETENTION_DAYS = env.int("SYNC_APPLIED_BATCH_RETENTION_DAYS", default=30)
 SYNC_PEER_RETENTION_DAYS = env.int("SYNC_PEER_RETENTION_DAYS", default=30)

@@ -48,8 +48,10 @@ from .models import (
     ChangeLog,
     PeerState,
     PruneMark,
+    SyncExchange,
     SyncLog,
     SyncPeer,
+    SyncRequest,
 )
 from .protocol import SyncAPIError
 from .registry import LOCAL_STORE_DATA_SCOPE
@@ -64,6 +66,8 @@ class PruneReport:
 
     changes: int = 0
     sync_logs: int = 0
+    exchanges: int = 0
+    sync_requests: int = 0
     auth_failures: int = 0
     applied_batches: int = 0
     expired_satellites: list[int] = field(default_factory=list)
@@ -89,6 +93,19 @@ def sync_prune(*, batch_size: int | None = None) -> PruneReport:
     report.sync_logs = _delete_batched(
         SyncLog.objects.filter(
             started_at__lt=now - timedelta(days=settings.SYNC_LOG_RETENTION_DAYS)
+        ),
+        size,
+    )
+    # A satellite's failure streak counts back from its newest exchanges, which stay.
+    report.exchanges = _delete_batched(
+        SyncExchange.objects.filter(
+            started_at__lt=now - timedelta(days=settings.SYNC_EXCHANGE_RETENTION_DAYS)
+        ),
+        size,
+    )
+    report.sync_requests = _delete_batched(
+        SyncRequest.objects.filter(
+            queued_at__lt=now - timedelta(days=settings.SYNC_LOG_RETENTION_DAYS)
         ),
         size,
     )

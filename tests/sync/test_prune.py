@@ -21,6 +21,7 @@ from sync.models import (
     ChangeAction,
     ChangeLog,
     PeerState,
+    SyncExchange,
     SyncLog,
     SyncPeer,
 )
@@ -29,7 +30,13 @@ from sync.run import Run
 from sync.run import _pull as run_pull
 from sync.selectors import master_record_may_be_held, sync_status
 from sync.services import PRUNE_SCHEDULE_NAME, peer_save, preferences_update
-from tests.factories import ItemFactory, StoreFactory, TransactionFactory, changeset_of
+from tests.factories import (
+    ItemFactory,
+    StoreFactory,
+    SyncExchangeFactory,
+    TransactionFactory,
+    changeset_of,
+)
 from tests.sync.test_protocol import PASSWORD, PULL, assert_error, credentials, enrol
 
 # Each statement commits on its own, so on PostgreSQL every change is below the read horizon.
@@ -215,6 +222,18 @@ def test_old_sync_logs_and_failed_logins_go_after_their_retention(
 
 
 @pytest.mark.usefixtures("master")
+def test_old_exchange_records_go_after_their_retention(settings: Settings) -> None:
+    settings.SYNC_EXCHANGE_RETENTION_DAYS = 90
+    now = timezone.now()
+    old = SyncExchangeFactory(started_at=now - timedelta(days=91))
+    new = SyncExchangeFactory(started_at=now - timedelta(days=89))
+
+    assert sync_prune().exchanges == 1
+    assert list(SyncExchange.objects.values_list("pk", flat=True)) == [new.pk]
+    assert old.pk != new.pk
+
+
+@pytest.mark.usefixtures("master")
 def test_failed_logins_stay_for_the_lockout_window_whatever_the_retention(
     settings: Settings,
 ) -> None:
@@ -263,6 +282,8 @@ def test_sync_prune_command_reports_the_counts_per_kind_as_json(
     assert report == {
         "changes": 2,
         "sync_logs": 1,
+        "exchanges": 0,
+        "sync_requests": 0,
         "auth_failures": 0,
         "applied_batches": 0,
         "expired_satellites": [],

@@ -25,6 +25,7 @@ class Command(BaseCommand):
             return
         self.stdout.write(
             f"Removed {report.changes} change-log rows, {report.sync_logs} sync logs, "
+            f"{report.exchanges} exchange records, {report.sync_requests} Sync now requests, "
             f"{report.auth_failures} failed logins and {report.applied_batches} applied batch ids."
         )
         if report.expired_satellites:
