@@ -219,6 +219,16 @@ SYNC_RETRIES = env.int("SYNC_RETRIES", default=3)
 SYNC_INTERVAL_UNIT_SECONDS = env.int("SYNC_INTERVAL_UNIT_SECONDS", default=60)
 # A run renews its lease after every batch; a worker that dies frees the lease after this long.
 SYNC_LOCK_TTL_SECONDS = env.int("SYNC_LOCK_TTL_SECONDS", default=120)
+# Retention (sync.prune, README "Retention and pruning"): days kept of sync logs, failed logins
+# (never less than the lockout window) and applied push batch ids (the newest per satellite is
+# always kept); a satellite silent longer than SYNC_PEER_RETENTION_DAYS no longer holds the
+# master's change log and must initialise again. Pruning deletes at most this many rows a batch.
+SYNC_LOG_RETENTION_DAYS = env.int("SYNC_LOG_RETENTION_DAYS", default=90)
+SYNC_EXCHANGE_RETENTION_DAYS = env.int("SYNC_EXCHANGE_RETENTION_DAYS", default=90)
+SYNC_AUTH_FAILURE_RETENTION_DAYS = env.int("SYNC_AUTH_FAILURE_RETENTION_DAYS", default=30)
+SYNC_APPLIED_BATCH_RETENTION_DAYS = env.int("SYNC_APPLIED_BATCH_RETENTION_DAYS", default=30)
+SYNC_PEER_RETENTION_DAYS = env.int("SYNC_PEER_RETENTION_DAYS", default=30)
+SYNC_PRUNE_BATCH_SIZE = env.int("SYNC_PRUNE_BATCH_SIZE", default=10000)
 
 LOGGING = {
     "version": 1,

@@ -8,7 +8,7 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Model
+from django.db.models import Model, QuerySet
 from django.http import (
     Http404,
     HttpRequest,
@@ -26,7 +26,10 @@ from django.views.decorators.debug import sensitive_post_parameters
 from . import keys, selectors, services
 from .client import SyncFailure
 from .models import (
+    AuthFailure,
     BufferedRecord,
+    ExchangeResult,
+    SyncExchange,
     SyncLog,
     SyncPeer,
     SyncPreferences,
@@ -265,6 +268,22 @@ def _unlock_refusal(result: services.UnlockResult) -> str:
     return f"That authorisation code is not right. {left} tries left before a lockout."
 
 
+class SatelliteHealthFilter(admin.SimpleListFilter):
+    """On the master: satellites OK, stale, failing or never synced (the admin index's card)."""
+
+    title = "health"
+    parameter_name = "health"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return list(selectors.SATELLITE_HEALTH_LABELS.items())
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        health = self.value()
+        if health not in selectors.SATELLITE_HEALTH_LABELS:
+            return queryset
+        return queryset.filter(selectors.satellite_health_q(health))
+
+
 STALENESS_TITLES = {"warning": "More than a day ago", "error": "More than three days ago"}
 
 
@@ -289,12 +308,24 @@ class SyncPeerAdmin(admin.ModelAdmin):
     search_fields = ["name", "store_code", "url"]
     list_select_related = ["state"]
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[SyncPeer]:
+        queryset = super().get_queryset(request)
+        if preferences_get().is_master:
+            return selectors.peers_with_exchanges(queryset)
+        return queryset
+
+    def get_list_filter(self, request: HttpRequest) -> list[Any]:
+        return [SatelliteHealthFilter] if preferences_get().is_master else []
+
     def get_list_display(self, request: HttpRequest) -> list[Any]:
         # The buttons depend on who is looking, so they are made for each request.
         fields: list[Any] = [f for f in super().get_list_display(request) if f != "buttons"]
         if not preferences_get().is_master:
             return [f for f in fields if f != "key"] + [self.satellite_buttons(request)]
-        return fields + [self.key_buttons(request)]
+        at = fields.index("last_error") + 1
+        return [*fields[:at], "failure_streak", "last_failed", *fields[at:]] + [
+            self.key_buttons(request)
+        ]
 
     def can_manage_keys(self, request: HttpRequest) -> bool:
         return bool(preferences_unlocked_until(request)) and request.user.has_perm(
@@ -337,8 +368,26 @@ class SyncPeerAdmin(admin.ModelAdmin):
 
     @admin.display(description="Last error")
     def last_error(self, peer: SyncPeer) -> str:
+        # On the master, the satellite's exchanges since its last success tell its trouble.
+        if getattr(peer, "failure_streak", 0):
+            return format_html(
+                '<span class="sync-badge sync-error">{}</span> {}',
+                getattr(peer, "last_error_code", ""),
+                getattr(peer, "last_error_message", ""),
+            )
         state = getattr(peer, "state", None)
         return state.last_error if state and state.last_error else "-"
+
+    @admin.display(description="Failure streak")
+    def failure_streak(self, peer: SyncPeer) -> int:
+        return int(getattr(peer, "failure_streak", 0))
+
+    @admin.display(description="Last failed")
+    def last_failed(self, peer: SyncPeer) -> str:
+        when = getattr(peer, "last_failed_at", None)
+        if when is None:
+            return "-"
+        return formats.date_format(timezone.localtime(when), "DATETIME_FORMAT")
 
     @admin.display(description="Pending outgoing changes")
     def pending_changes(self, peer: SyncPeer) -> int:
@@ -442,6 +491,7 @@ class SyncPeerAdmin(admin.ModelAdmin):
             raise PermissionDenied
         peer = self._peer_or_404(request, peer_id)
         request_id = uuid.uuid4().hex
+        services.sync_request_queue(request_id=request_id)
         try:
             sync_with_master.apply_async(
                 kwargs={"trigger": SyncTrigger.BUTTON, "request_id": request_id},
@@ -460,16 +510,18 @@ class SyncPeerAdmin(admin.ModelAdmin):
         )
 
     def sync_result_view(self, request: HttpRequest, peer_id: int, request_id: str) -> HttpResponse:
-        """Show a queued run's result once it has ended; refresh until then."""
+        """Show a queued run's progress, or that of the run already going, until its result."""
         peer = self._peer_or_404(request, peer_id)
-        log = SyncLog.objects.filter(request_id=request_id).first()
+        status = selectors.sync_now_status(request_id=request_id)
         context = {
             **self.admin_site.each_context(request),
             "title": f"Sync with {peer.name}",
             "opts": self.opts,
             "peer": peer,
-            "log": log,
-            "finished": log is not None and log.ended_at is not None,
+            "status": status,
+            "log": status.log,
+            "finished": status.finished,
+            "pickup_seconds": int(selectors.SYNC_NOW_PICKUP.total_seconds()),
             "changelist_url": reverse("admin:sync_syncpeer_changelist"),
         }
         request.current_app = self.admin_site.name
@@ -560,3 +612,52 @@ class BufferedRecordAdmin(ReadOnlyAdmin):
     list_display = ["table_name", "record_id", "source_site", "error", "received_at"]
     list_filter = ["table_name", "source_site"]
     search_fields = ["record_id", "error"]
+
+
+RESULT_COLOURS = {ExchangeResult.SUCCESS: "ok", ExchangeResult.FAILURE: "error"}
+
+
+@admin.register(SyncExchange)
+class SyncExchangeAdmin(ReadOnlyAdmin):
+    """On the master: every request a satellite made, refused or not."""
+
+    list_display = [
+        "started_at",
+        "sync_id",
+        "endpoint",
+        "coloured_result",
+        "error_code",
+        "records",
+        "bytes_in",
+        "bytes_out",
+        "duration",
+        "address",
+    ]
+    list_filter = ["sync_id", "endpoint", "result", "error_code"]
+    search_fields = ["message"]
+    date_hierarchy = "started_at"
+
+    class Media:
+        css = {"all": ["reports/reports.css"]}
+
+    @admin.display(description="Result", ordering="result")
+    def coloured_result(self, exchange: SyncExchange) -> str:
+        return format_html(
+            '<span class="sync-badge sync-{}">{}</span>',
+            RESULT_COLOURS[ExchangeResult(exchange.result)],
+            exchange.get_result_display(),
+        )
+
+    @admin.display(description="Duration", ordering="duration_ms")
+    def duration(self, exchange: SyncExchange) -> str:
+        return f"{exchange.duration_ms} ms"
+
+
+@admin.register(AuthFailure)
+class AuthFailureAdmin(ReadOnlyAdmin):
+    """On the master: failed sync logins, which lock their address out for a while."""
+
+    list_display = ["failed_at", "sync_id", "address", "code"]
+    list_filter = ["code", "sync_id"]
+    search_fields = ["address"]
+    date_hierarchy = "failed_at"

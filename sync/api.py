@@ -1,8 +1,10 @@
 """The master's sync API (versioned under /api/sync/v1/): handshake, push and pull."""
 
+import time
 from typing import Any
 
 from django.db.models import Q
+from django.http import HttpRequest, HttpResponseBase
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -11,10 +13,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .auth import SyncAuthentication, SyncCaller, token_issue
+from msupply.addresses import client_address
+
+from .auth import SyncAuthentication, SyncCaller, sync_id_of, token_issue
 from .changes import ChangeSet, Cursor, changes_last, changes_page
 from .keys import peer_key_issue
-from .models import PeerState
+from .models import PeerState, SyncEndpoint, SyncPeer
 from .protocol import (
     MAX_PULL_LIMIT,
     PROTOCOL_MIN_VERSION,
@@ -24,9 +28,11 @@ from .protocol import (
     SyncAPIError,
     version_mismatch,
 )
+from .prune import pull_expiry_check
 from .push import PushRecord, peer_store, push_batch_apply
 from .registry import MASTER_DATA_SCOPE
 from .selectors import preferences_get
+from .services import Exchange, exchange_record
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -50,6 +56,55 @@ class SyncAPIView(APIView):
     parser_classes = [GzipJSONParser]
     # Whether the shared enrolment password is enough (the handshake that enrols only).
     enrols = False
+    endpoint: SyncEndpoint
+    # The answer's field that counts the records this exchange moved, if any.
+    records_field = ""
+    # Set once the caller is authenticated, for its exchange record.
+    peer: SyncPeer | None = None
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        """Answer the request, then record the exchange: after the answer's transactions, so a
+        refused or rolled-back request is recorded too, in one INSERT."""
+        started_at, clock = timezone.now(), time.monotonic()
+        exchange: dict[str, Any] = {}
+        try:
+            response = super().dispatch(request, *args, **kwargs)
+            exchange = self._outcome(response)
+        except Exception as error:
+            exchange = {
+                "error_code": "server_error",
+                "message": f"An unexpected {error.__class__.__name__} on the master: see its log.",
+            }
+            raise
+        else:
+            return response
+        finally:
+            exchange_record(
+                exchange=Exchange(
+                    sync_id=sync_id_of(request),
+                    peer=self.peer,
+                    endpoint=self.endpoint,
+                    started_at=started_at,
+                    duration_ms=int((time.monotonic() - clock) * 1000),
+                    address=client_address(request),
+                    bytes_in=int(request.META.get("CONTENT_LENGTH") or 0),
+                    **exchange,
+                )
+            )
+
+    def _outcome(self, response: HttpResponseBase) -> dict[str, Any]:
+        # Rendered now to measure it; Django does not render a response twice.
+        if isinstance(response, Response):
+            response.render()
+        data = getattr(response, "data", None)
+        data = data if isinstance(data, dict) else {}
+        outcome: dict[str, Any] = {"bytes_out": len(getattr(response, "content", b""))}
+        if response.status_code >= 400:
+            outcome["error_code"] = str(data.get("code") or f"http_{response.status_code}")
+            outcome["message"] = str(data.get("message", ""))
+        elif self.records_field:
+            outcome["records"] = int(data.get(self.records_field) or 0)
+        return outcome
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         preferences = preferences_get()
@@ -72,7 +127,7 @@ class SyncAPIView(APIView):
                 "key_required",
                 status.HTTP_401_UNAUTHORIZED,
             )
-        peer = caller.peer
+        peer = self.peer = caller.peer
         if not PeerState.objects.filter(peer=peer).update(last_contact_at=timezone.now()):
             PeerState.objects.get_or_create(peer=peer, defaults={"last_contact_at": timezone.now()})
 
@@ -91,6 +146,7 @@ class HandshakeView(SyncAPIView):
     """
 
     enrols = True
+    endpoint = SyncEndpoint.HANDSHAKE
 
     class InputSerializer(serializers.Serializer):
         sync_id = serializers.IntegerField(min_value=2, max_value=64)
@@ -152,6 +208,9 @@ class HandshakeView(SyncAPIView):
 
 class PushView(SyncAPIView):
     """Apply a batch of the satellite's store data atomically, in order and once."""
+
+    endpoint = SyncEndpoint.PUSH
+    records_field = "applied"
 
     class InputSerializer(serializers.Serializer):
         batch_id = serializers.CharField(max_length=64)
@@ -216,6 +275,9 @@ class PushView(SyncAPIView):
 class PullView(SyncAPIView):
     """Master data after a cursor; on initialisation also the satellite's own store data."""
 
+    endpoint = SyncEndpoint.PULL
+    records_field = "count"
+
     class InputSerializer(serializers.Serializer):
         cursor = serializers.CharField(default="0.0")
         limit = serializers.IntegerField(min_value=1, max_value=MAX_PULL_LIMIT, default=2000)
@@ -242,6 +304,7 @@ class PullView(SyncAPIView):
         query.is_valid(raise_exception=True)
         caller = self.caller(request)
         cursor: Cursor = query.validated_data["cursor"]
+        pull_expiry_check(peer=caller.peer, cursor=cursor, initial=query.validated_data["initial"])
         # Before the page is read: whatever the log holds now may reach the satellite, so master
         # data in it is deactivated rather than deleted from now on (master_record_may_be_held).
         served = changes_last()

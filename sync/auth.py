@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.contrib.auth.hashers import make_password
 from django.core import signing
+from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare, salted_hmac
 from rest_framework import status
@@ -72,7 +73,7 @@ def token_issue(*, peer: SyncPeer) -> str:
     return signing.dumps({"sync_id": peer.sync_id, "key": _key_fingerprint(peer)}, salt=TOKEN_SALT)
 
 
-def sync_id_of(request: Request) -> int | None:
+def sync_id_of(request: Request | HttpRequest) -> int | None:
     """The Sync ID the caller claims in its header, if it is a number at all."""
     raw = request.headers.get(SYNC_ID_HEADER, "")
     return int(raw) if raw.isdigit() and len(raw) < 4 else None

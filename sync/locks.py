@@ -1,6 +1,6 @@
 """Lease locks in the database: one sync run per site, released even when a worker dies."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db.models import Q
 from django.utils import timezone
@@ -30,3 +30,12 @@ def lock_renew(*, name: str, holder: str, ttl_seconds: float) -> None:
 
 def lock_release(*, name: str, holder: str) -> None:
     RunLock.objects.filter(name=name, holder=holder).update(holder="", expires_at=None)
+
+
+def lock_held(*, name: str, now: datetime | None = None) -> bool:
+    """Whether someone holds an unexpired lease `name`: a run that stopped renewing has died."""
+    return (
+        RunLock.objects.filter(name=name, expires_at__gt=now or timezone.now())
+        .exclude(holder="")
+        .exists()
+    )

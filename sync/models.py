@@ -230,6 +230,8 @@ class ChangeLog(models.Model):
             models.Index(
                 fields=["record_id"], name="changelog_master_record", condition=MASTER_DATA_SCOPE
             ),
+            # Whether a record has a newer change: what pruning compacts (sync.prune).
+            models.Index(fields=["record_id", "txid", "seq"], name="changelog_record"),
         ]
 
     def __str__(self) -> str:
@@ -259,6 +261,9 @@ class PeerState(models.Model):
     served_txid = models.BigIntegerField(default=0)
     served_seq = models.BigIntegerField(default=0)
     initialised = models.BooleanField(default=False)
+    # On the master: when pruning passed this satellite's pull cursor because it was silent
+    # longer than SYNC_PEER_RETENTION_DAYS; its next pull must initialise again (sync.prune).
+    log_expired_at = models.DateTimeField(null=True, blank=True)
     # On a satellite: the store this site hosts, as the master's handshake named it.
     hosted_store_id = models.UUIDField(null=True, blank=True)
     auth_token = models.TextField(blank=True)
@@ -323,6 +328,7 @@ class AppliedBatch(models.Model):
     digest = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:
+        indexes = [models.Index(fields=["applied_at"], name="applied_batch_age")]
         constraints = [
             models.UniqueConstraint(fields=["sync_id", "batch_id"], name="applied_batch_once"),
         ]
@@ -376,6 +382,20 @@ class AuthFailure(models.Model):
         return f"Failed sync login from {self.sync_id or self.address} at {self.failed_at}"
 
 
+class PruneMark(models.Model):
+    """How far this site's change log has been compacted: below (txid, seq) rows may be gone."""
+
+    SINGLETON_ID = 1
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=SINGLETON_ID, editable=False)
+    txid = models.BigIntegerField(default=0)
+    seq = models.BigIntegerField(default=0)
+    pruned_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"Change log compacted below {self.txid}.{self.seq}"
+
+
 class RunLock(models.Model):
     """A lease that lets one sync run at a time; a crashed holder's lease simply expires."""
 
@@ -385,3 +405,54 @@ class RunLock(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} held by {self.holder or 'nobody'}"
+
+
+class SyncEndpoint(models.TextChoices):
+    HANDSHAKE = "handshake", "Handshake"
+    PUSH = "push", "Push"
+    PULL = "pull", "Pull"
+
+
+class ExchangeResult(models.TextChoices):
+    SUCCESS = "success", "Success"
+    FAILURE = "failure", "Failure"
+
+
+class SyncExchange(models.Model):
+    """On the master: one request a satellite made to the sync API, refused or not."""
+
+    # The Sync ID the caller claimed, kept for refused logins too; `peer` only once authenticated.
+    sync_id = models.PositiveSmallIntegerField("Sync ID", null=True, blank=True)
+    peer = models.ForeignKey(
+        SyncPeer, on_delete=models.SET_NULL, null=True, blank=True, related_name="exchanges"
+    )
+    endpoint = models.CharField(max_length=10, choices=SyncEndpoint.choices)
+    result = models.CharField(max_length=10, choices=ExchangeResult.choices)
+    error_code = models.CharField(max_length=40, blank=True)
+    message = models.TextField(blank=True)
+    # Push: records applied; pull: records served.
+    records = models.PositiveIntegerField(default=0)
+    bytes_in = models.PositiveBigIntegerField(default=0)
+    bytes_out = models.PositiveBigIntegerField(default=0)
+    duration_ms = models.PositiveIntegerField(default=0)
+    address = models.GenericIPAddressField(null=True, blank=True)
+    started_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["sync_id", "started_at"], name="exchange_satellite")]
+
+    def __str__(self) -> str:
+        return f"{self.endpoint} from {self.sync_id} at {self.started_at}: {self.result}"
+
+
+class SyncRequest(models.Model):
+    """A Sync now press: answered by the run it started, or by the run already going."""
+
+    request_id = models.CharField(max_length=36, primary_key=True)
+    queued_at = models.DateTimeField()
+    # Set when the worker found a run already going: that run's log answers this request.
+    joined = models.ForeignKey(SyncLog, on_delete=models.SET_NULL, null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"Sync now {self.request_id} queued at {self.queued_at}"

@@ -10,7 +10,7 @@ from stores.models import Store
 from stores.reports import ReportScope
 
 from .models import MASTER_SYNC_ID, SyncPeer
-from .selectors import Staleness, site_sync_id, sync_staleness
+from .selectors import Staleness, peers_with_exchanges, site_sync_id, sync_staleness
 
 STALENESS_LABELS: dict[Staleness, str] = {
     "ok": "OK",
@@ -33,6 +33,9 @@ class SatelliteStatus:
     records_received: int
     last_error: str
     staleness: Staleness
+    # On the master, from the satellite's exchange records (selectors.peers_with_exchanges).
+    failure_streak: int = 0
+    last_failed_at: datetime | None = None
 
     @property
     def staleness_label(self) -> str:
@@ -52,7 +55,7 @@ def satellite_statuses(*, scope: ReportScope) -> list[SatelliteStatus]:
     now = timezone.now()
     if scope.is_master:
         peers = list(
-            SyncPeer.objects.exclude(sync_id=MASTER_SYNC_ID)
+            peers_with_exchanges(SyncPeer.objects.exclude(sync_id=MASTER_SYNC_ID))
             .select_related("state")
             .order_by("sync_id")
         )
@@ -71,6 +74,12 @@ def satellite_statuses(*, scope: ReportScope) -> list[SatelliteStatus]:
     for peer, sync_id, name, store_code in links:
         state = getattr(peer, "state", None)
         last_success_at = state.last_success_at if state else None
+        streak = getattr(peer, "failure_streak", 0)
+        last_error = state.last_error if state else ""
+        if streak:
+            last_error = (
+                f"{getattr(peer, 'last_error_code', '')}: {getattr(peer, 'last_error_message', '')}"
+            )
         statuses.append(
             SatelliteStatus(
                 sync_id=sync_id,
@@ -80,8 +89,10 @@ def satellite_statuses(*, scope: ReportScope) -> list[SatelliteStatus]:
                 last_contact_at=state.last_contact_at if state else None,
                 last_success_at=last_success_at,
                 records_received=state.records_received if state else 0,
-                last_error=state.last_error if state else "",
+                last_error=last_error,
                 staleness=sync_staleness(last_success_at, now=now),
+                failure_streak=streak,
+                last_failed_at=getattr(peer, "last_failed_at", None),
             )
         )
     return statuses

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from .changes import ChangePage, Cursor, changes_page, range_digest
+from .changes import ChangePage, Cursor, changes_page, changes_since, range_digest
 from .client import MasterClient, PulledPage, SyncFailure
 from .heal import store_heal
 from .integration import changeset_apply
@@ -32,6 +32,7 @@ from .models import (
     SyncTrigger,
 )
 from .protocol import PROTOCOL_VERSION
+from .prune import REINITIALISE_REQUIRED
 from .push import PushRecord
 from .registry import LOCAL_STORE_DATA_SCOPE
 from .selectors import preferences_get
@@ -415,7 +416,31 @@ def _push_batches(run: Run, client: MasterClient, state: PeerState, master: Push
 
 
 def _pull(run: Run, client: MasterClient, state: PeerState) -> None:
+    """Pull after the cursor; initialise again from 0.0 when the master has pruned past it."""
     run.step("pull")
+    try:
+        _pull_pages(run, client, state)
+    except SyncFailure as failure:
+        if failure.code != REINITIALISE_REQUIRED:
+            raise
+        if changes_since(Cursor(state.push_txid, state.push_seq), LOCAL_STORE_DATA_SCOPE).exists():
+            # The initial pull brings the master's copy of this store: unpushed work first.
+            raise SyncFailure(
+                failure.code,
+                f"{failure.message} This satellite still has changes the master has not "
+                "accepted: they must push first, so fix the push failure above.",
+            ) from failure
+        logger.warning("The master pruned past this satellite's cursor: initialising again.")
+        state.pull_txid, state.pull_seq, state.initialised = 0, 0, False
+        state.save(update_fields=["pull_txid", "pull_seq", "initialised"])
+        run.notes.append(
+            "This satellite had been silent longer than the master keeps its change log, so it "
+            "initialised again from the master (its own changes were pushed first)."
+        )
+        _pull_pages(run, client, state)
+
+
+def _pull_pages(run: Run, client: MasterClient, state: PeerState) -> None:
     log = run.log
     initial = not state.initialised
 

@@ -1,13 +1,26 @@
 """Read paths of the sync app; `site_is_master` is the public answer to "may I edit master data"."""
 
 import uuid
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from django.db.models import QuerySet
+from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from .models import MASTER_SYNC_ID, BufferedRecord, PeerState, SyncLog, SyncPeer, SyncPreferences
+from .models import (
+    MASTER_SYNC_ID,
+    BufferedRecord,
+    ExchangeResult,
+    PeerState,
+    SyncExchange,
+    SyncLog,
+    SyncPeer,
+    SyncPreferences,
+    SyncRequest,
+    SyncResult,
+)
 from .registry import LOCAL_STORE_DATA_SCOPE, MASTER_DATA_SCOPE
 
 
@@ -54,11 +67,16 @@ def hosted_store_id() -> uuid.UUID | None:
 
 
 def sync_status(recent: int = 10) -> dict[str, Any]:
-    """This site's role, each peer's state, pending changes and the latest runs."""
+    """This site's role, each peer's state, pending changes and the latest runs.
+
+    On the master each satellite's last error (code and message), failure streak and last
+    failure come from its exchange records; on a satellite, from its own latest failed run.
+    """
     preferences = preferences_get()
     peers = []
     states = {state.peer_id: state for state in PeerState.objects.all()}
-    for peer in peers_list():
+    listed = list(peers_with_exchanges() if preferences.is_master else peers_list())
+    for peer in listed:
         state = states.get(peer.pk)
         peers.append(
             {
@@ -68,20 +86,20 @@ def sync_status(recent: int = 10) -> dict[str, Any]:
                 "url": peer.url,
                 "last_contact_at": state.last_contact_at if state else None,
                 "last_success_at": state.last_success_at if state else None,
-                "last_error": state.last_error if state else "",
+                **_trouble(peer, preferences.is_master),
                 "records_received": state.records_received if state else 0,
                 "push_cursor": f"{state.push_txid}.{state.push_seq}" if state else "0.0",
                 "pull_cursor": f"{state.pull_txid}.{state.pull_seq}" if state else "0.0",
                 "initialised": state.initialised if state else False,
+                # On the master: since when the satellite must initialise again (sync.prune).
+                "log_expired_at": state.log_expired_at if state else None,
                 # On the master, the satellite's key; on a satellite, whether it holds its own.
                 "key": peer_key_status(peer)
                 if preferences.is_master
                 else ("held" if preferences.sync_key else "not enrolled"),
             }
         )
-    master_state = next(
-        (states.get(p.pk) for p in peers_list() if p.sync_id == MASTER_SYNC_ID), None
-    )
+    master_state = next((states.get(p.pk) for p in listed if p.sync_id == MASTER_SYNC_ID), None)
     return {
         "sync_id": preferences.sync_id,
         "role": "master" if preferences.is_master else "satellite",
@@ -104,6 +122,35 @@ def sync_status(recent: int = 10) -> dict[str, Any]:
     }
 
 
+def _trouble(peer: SyncPeer, is_master: bool) -> dict[str, Any]:
+    """A peer's current error (blank once it succeeded again), failure streak and last failure:
+    on the master from peers_with_exchanges, on a satellite (its one peer) from its own runs."""
+    if is_master:
+        streak = getattr(peer, "failure_streak", 0)
+        return {
+            "last_error_code": (getattr(peer, "last_error_code", None) or "") if streak else "",
+            "last_error": (getattr(peer, "last_error_message", None) or "") if streak else "",
+            "failure_streak": streak,
+            "last_failed_at": getattr(peer, "last_failed_at", None),
+        }
+    runs = SyncLog.objects.filter(peer_sync_id=peer.sync_id).exclude(result=SyncResult.RUNNING)
+    success_at = (
+        runs.filter(result=SyncResult.SUCCESS)
+        .order_by("-started_at")
+        .values_list("started_at", flat=True)
+        .first()
+    )
+    failed = runs.filter(result=SyncResult.FAILURE).order_by("-started_at", "-pk")
+    current = failed.filter(started_at__gt=success_at or EPOCH)
+    last = current.first()
+    return {
+        "last_error_code": last.error_code if last else "",
+        "last_error": last.message if last else "",
+        "failure_streak": current.count(),
+        "last_failed_at": failed.values_list("started_at", flat=True).first(),
+    }
+
+
 def master_record_may_be_held(*, table_name: str, record_id: uuid.UUID) -> bool:
     """Tell whether any satellite may hold this master record: a pull has been served since it
     was first logged. Run inside the transaction that deletes it: the peers' rows stay locked
@@ -111,7 +158,7 @@ def master_record_may_be_held(*, table_name: str, record_id: uuid.UUID) -> bool:
     """
     from django.db.models import F
 
-    from .models import ChangeLog
+    from .models import ChangeLog, PruneMark
 
     served = list(PeerState.objects.select_for_update().values_list("served_txid", "served_seq"))
     first = (
@@ -120,7 +167,13 @@ def master_record_may_be_held(*, table_name: str, record_id: uuid.UUID) -> bool:
         .values_list("txid", "seq")
         .first()
     )
-    return first is not None and any(position >= first for position in served)
+    if first is None:
+        return False
+    # Pruning may have removed the record's first changes (sync.prune): any served position past
+    # where compaction reached may then have carried it.
+    mark = PruneMark.objects.values_list("txid", "seq").first()
+    since = min(first, mark) if mark and mark > (0, 0) else first
+    return any(position >= since for position in served)
 
 
 def store_hosting_peer(*, code: str) -> SyncPeer | None:
@@ -184,3 +237,133 @@ def peer_key_status(peer: SyncPeer) -> str:
     else:
         status = "not enrolled"
     return status if peer.enabled else f"{status}; disabled"
+
+
+# Before any exchange: a failure streak with no success yet counts from here.
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _latest(field: str, **conditions: Any) -> Subquery:
+    exchanges = SyncExchange.objects.filter(sync_id=OuterRef("sync_id"), **conditions)
+    return Subquery(exchanges.order_by("-started_at", "-pk").values(field)[:1])
+
+
+def peers_with_exchanges(peers: QuerySet[SyncPeer] | None = None) -> QuerySet[SyncPeer]:
+    """On the master, `peers` (all by default) annotated from their exchange records, in one
+    query: exchange_success_at, last_failed_at, last_result, last_error_code, last_error_message
+    (of the latest failure) and failure_streak (failed exchanges since the latest success).
+
+    By the claimed Sync ID, so refused logins count for the satellite they named.
+    """
+    failure = ExchangeResult.FAILURE
+    streak = (
+        SyncExchange.objects.filter(
+            sync_id=OuterRef("sync_id"),
+            result=failure,
+            started_at__gt=Coalesce(OuterRef("exchange_success_at"), Value(EPOCH)),
+        )
+        .order_by()
+        .values("sync_id")
+        .annotate(count=Count("pk"))
+        .values("count")
+    )
+    return (
+        (peers if peers is not None else peers_list())
+        .annotate(
+            exchange_success_at=_latest("started_at", result=ExchangeResult.SUCCESS),
+            last_failed_at=_latest("started_at", result=failure),
+            last_result=_latest("result"),
+            last_error_code=_latest("error_code", result=failure),
+            last_error_message=_latest("message", result=failure),
+        )
+        .annotate(failure_streak=Coalesce(Subquery(streak, output_field=IntegerField()), Value(0)))
+    )
+
+
+SatelliteHealth = Literal["ok", "stale", "failing", "never"]
+SATELLITE_HEALTH_LABELS: dict[SatelliteHealth, str] = {
+    "ok": "OK",
+    "stale": "Stale (no success for over a day)",
+    "failing": "Failing",
+    "never": "Never synced",
+}
+
+
+def satellite_health_q(health: SatelliteHealth, *, now: datetime | None = None) -> Q:
+    """The condition on peers_with_exchanges() rows for one health, each peer in exactly one:
+    failing (its latest exchange failed) before never synced, then stale (no complete sync
+    for over a day, as sync_staleness grades it) or OK."""
+    if health == "failing":
+        return Q(last_result=ExchangeResult.FAILURE)
+    # Spelled out: NOT over a NULL subquery (no exchange yet) is NULL in SQL, not true.
+    not_failing = Q(last_result=ExchangeResult.SUCCESS) | Q(last_result__isnull=True)
+    if health == "never":
+        return not_failing & Q(state__last_success_at__isnull=True)
+    day_ago = (now or timezone.now()) - STALE_WARNING_AFTER
+    if health == "stale":
+        return not_failing & Q(state__last_success_at__lt=day_ago)
+    return not_failing & Q(state__last_success_at__gte=day_ago)
+
+
+def satellite_health(peer: SyncPeer, *, now: datetime | None = None) -> SatelliteHealth:
+    """One peers_with_exchanges() row's health, by the same rules as satellite_health_q."""
+    if getattr(peer, "last_result", None) == ExchangeResult.FAILURE:
+        return "failing"
+    state = getattr(peer, "state", None)
+    staleness = sync_staleness(state.last_success_at if state else None, now=now)
+    if staleness == "never":
+        return "never"
+    return "ok" if staleness == "ok" else "stale"
+
+
+def satellite_health_counts() -> dict[SatelliteHealth, int]:
+    """On the master, how many satellites are OK, stale, failing and never synced: one query."""
+    now = timezone.now()
+    counts: dict[SatelliteHealth, int] = dict.fromkeys(SATELLITE_HEALTH_LABELS, 0)
+    for peer in peers_with_exchanges().exclude(sync_id=MASTER_SYNC_ID).select_related("state"):
+        counts[satellite_health(peer, now=now)] += 1
+    return counts
+
+
+# A Sync now press that no worker has started after this long says so, instead of waiting on.
+SYNC_NOW_PICKUP = timedelta(seconds=30)
+
+SyncNowState = Literal["queued", "no_worker", "running", "interrupted", "success", "failure"]
+
+
+@dataclass(frozen=True)
+class SyncNowStatus:
+    """Where a Sync now press stands: its run's log (or the run already going), and its state."""
+
+    state: SyncNowState
+    log: SyncLog | None
+    # The run was already going when the button was pressed: this press started none.
+    joined: bool
+
+    @property
+    def finished(self) -> bool:
+        return self.state not in ("queued", "running")
+
+
+def sync_now_status(*, request_id: str, now: datetime | None = None) -> SyncNowStatus:
+    """The state of the Sync now press `request_id`, for its page to show until it finishes.
+
+    A run marked running whose lease nobody holds any more has died (its worker was stopped):
+    it is shown as interrupted at once, not left running until the next run notices.
+    """
+    from .locks import lock_held
+    from .run import RUN_LOCK
+
+    now = now or timezone.now()
+    log = SyncLog.objects.filter(request_id=request_id).first()
+    press = SyncRequest.objects.filter(request_id=request_id).select_related("joined").first()
+    joined = log is None and press is not None and press.joined is not None
+    if joined:
+        log = press.joined  # type: ignore[union-attr]
+    if log is None:
+        waited = press is not None and now - press.queued_at > SYNC_NOW_PICKUP
+        return SyncNowStatus("no_worker" if waited else "queued", None, False)
+    if log.result == SyncResult.RUNNING:
+        alive = lock_held(name=RUN_LOCK, now=now)
+        return SyncNowStatus("running" if alive else "interrupted", log, joined)
+    return SyncNowStatus("success" if log.result == SyncResult.SUCCESS else "failure", log, joined)

@@ -1,6 +1,7 @@
-"""Write paths of the sync app: preferences, the Sync with list and unlocking."""
+"""Write paths of the sync app: preferences, the Sync with list, unlocking and exchanges."""
 
 import enum
+import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -8,11 +9,24 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
-from .models import MASTER_SYNC_ID, PeerState, SyncPeer, SyncPreferences, UnlockAttempt
+from .models import (
+    MASTER_SYNC_ID,
+    ExchangeResult,
+    PeerState,
+    SyncExchange,
+    SyncLog,
+    SyncPeer,
+    SyncPreferences,
+    SyncRequest,
+    SyncResult,
+    UnlockAttempt,
+)
 from .selectors import preferences_get
+
+logger = logging.getLogger(__name__)
 
 KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
 ROLE_CHANGE_REENTER_HINT = (
@@ -86,6 +100,7 @@ def preferences_update(
 
 
 SYNC_SCHEDULE_NAME = "Sync with the master"
+PRUNE_SCHEDULE_NAME = "Prune sync history"
 
 
 def sync_schedule_update(*, preferences: SyncPreferences) -> None:
@@ -93,21 +108,33 @@ def sync_schedule_update(*, preferences: SyncPreferences) -> None:
 
     django-celery-beat's database scheduler notices the change by itself, so nothing restarts.
     A satellite with an interval syncs every that many minutes; 0 pauses; the master never pulls.
+    Every site also gets the daily prune (sync.prune).
     """
-    from django_celery_beat.models import IntervalSchedule, PeriodicTask
-
-    from .tasks import SYNC_TASK
+    from .tasks import PRUNE_TASK, SYNC_TASK
 
     enabled = not preferences.is_master and preferences.sync_interval_minutes > 0
     seconds = max(preferences.sync_interval_minutes, 1) * settings.SYNC_INTERVAL_UNIT_SECONDS
+    _periodic_task_keep(
+        name=SYNC_SCHEDULE_NAME, task_name=SYNC_TASK, seconds=seconds, enabled=enabled
+    )
+    # Every site prunes daily, master and satellites alike (sync.prune).
+    _periodic_task_keep(
+        name=PRUNE_SCHEDULE_NAME, task_name=PRUNE_TASK, seconds=24 * 60 * 60, enabled=True
+    )
+
+
+def _periodic_task_keep(*, name: str, task_name: str, seconds: int, enabled: bool) -> None:
+    """Create or correct the beat entry `name`, saving only when something changed."""
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
     interval = IntervalSchedule.objects.get_or_create(
         every=seconds, period=IntervalSchedule.SECONDS
     )[0]
-    task = PeriodicTask.objects.filter(name=SYNC_SCHEDULE_NAME).first()
+    task = PeriodicTask.objects.filter(name=name).first()
     if task is None:
         if not enabled:
             return
-        task = PeriodicTask(name=SYNC_SCHEDULE_NAME, task=SYNC_TASK)
+        task = PeriodicTask(name=name, task=task_name)
     if (task.interval_id, task.enabled) != (interval.pk, enabled):
         task.interval = interval
         task.enabled = enabled
@@ -175,3 +202,66 @@ def preferences_unlock_attempt(*, user: "User", code: str) -> UnlockResult:
     window_start = timezone.now() - timedelta(seconds=settings.SYNC_UNLOCK_LOCKOUT_SECONDS)
     failures = len(_recent_failures(user=user, since=window_start))
     return UnlockResult(UnlockOutcome.WRONG_CODE, failures, unlock_locked_until(user=user))
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """What one request to the sync API was and how it ended, as the master saw it."""
+
+    sync_id: int | None
+    peer: SyncPeer | None
+    endpoint: str
+    started_at: datetime
+    duration_ms: int
+    address: str | None
+    bytes_in: int
+    bytes_out: int
+    records: int = 0
+    error_code: str = ""
+    message: str = ""
+
+
+def exchange_record(*, exchange: Exchange) -> None:
+    """Keep one exchange: one INSERT in its own transaction, after the request's own work.
+
+    Called outside the request's transactions, so a push that was rolled back keeps its record.
+    A database that refuses the row costs the record only, never the satellite's answer.
+    """
+    try:
+        with transaction.atomic():
+            _exchange_insert(exchange)
+    except DatabaseError:
+        logger.warning("Could not record a sync exchange from %s.", exchange.sync_id, exc_info=True)
+
+
+def _exchange_insert(exchange: Exchange) -> None:
+    SyncExchange.objects.create(
+        sync_id=exchange.sync_id,
+        peer=exchange.peer,
+        endpoint=exchange.endpoint,
+        result=ExchangeResult.FAILURE if exchange.error_code else ExchangeResult.SUCCESS,
+        error_code=exchange.error_code[:40],
+        message=exchange.message,
+        records=max(exchange.records, 0),
+        bytes_in=exchange.bytes_in,
+        bytes_out=exchange.bytes_out,
+        duration_ms=exchange.duration_ms,
+        address=exchange.address,
+        started_at=exchange.started_at,
+    )
+
+
+def sync_request_queue(*, request_id: str) -> SyncRequest:
+    """Note a Sync now press before its run is queued, so its page can tell if none starts."""
+    return SyncRequest.objects.create(request_id=request_id, queued_at=timezone.now())
+
+
+def sync_request_join(*, request_id: str) -> None:
+    """Answer a Sync now press with the run already going, which the press did not start."""
+    running = SyncLog.objects.filter(result=SyncResult.RUNNING).order_by("-started_at").first()
+    joined = running or SyncLog.objects.order_by("-started_at").first()
+    SyncRequest.objects.update_or_create(
+        request_id=request_id,
+        defaults={"joined": joined},
+        create_defaults={"joined": joined, "queued_at": timezone.now()},
+    )

@@ -27,6 +27,8 @@ def sync_status_report(request: HttpRequest) -> HttpResponse:
             Column("Status"),
             Column("Records received", "number"),
             Column("Last error"),
+            Column("Failure streak", "number"),
+            Column("Last failed", "datetime"),
         ]
     )
     for status in statuses:
@@ -42,6 +44,8 @@ def sync_status_report(request: HttpRequest) -> HttpResponse:
                 status.staleness_label,
                 status.records_received,
                 status.last_error,
+                status.failure_streak,
+                status.last_failed_at,
             ],
             css=f"sync-{status.staleness}",
             classes={7: f"sync-badge sync-{status.staleness}", 9: "error-text"},

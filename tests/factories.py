@@ -156,3 +156,17 @@ class PeerStateFactory(factory.django.DjangoModelFactory):
         model = "sync.PeerState"
 
     peer = factory.SubFactory(SyncPeerFactory)
+
+
+class SyncExchangeFactory(factory.django.DjangoModelFactory):
+    """On the master: one request of a satellite to the sync API (by default a refused login)."""
+
+    class Meta:
+        model = "sync.SyncExchange"
+
+    sync_id = 2
+    endpoint = "handshake"
+    result = "failure"
+    error_code = "wrong_credentials"
+    message = "The master refused the password."
+    started_at = factory.LazyFunction(timezone.now)

@@ -21,6 +21,7 @@ from tests.factories import (
     PeerStateFactory,
     StockLineFactory,
     StoreFactory,
+    SyncExchangeFactory,
     SyncPeerFactory,
     TransactionFactory,
     TransactionLineFactory,
@@ -568,6 +569,8 @@ def test_sync_status_shows_each_satellite_with_its_store_and_stale_warnings(
             last_error=error,
             records_received=100 * sync_id,
         )
+    # The master's record of satellite 4's requests: refused at login since its last success.
+    SyncExchangeFactory(sync_id=4)
 
     page = reporter.get("/reports/sync-status/")
     rows = csv_rows(reporter.get("/reports/sync-status/?format=csv").content)
@@ -583,6 +586,8 @@ def test_sync_status_shows_each_satellite_with_its_store_and_stale_warnings(
         "Status",
         "Records received",
         "Last error",
+        "Failure streak",
+        "Last failed",
     ]
     by_id = {row[0]: row for row in rows[1:]}
     assert by_id["2"][1:4] == ["satellite2", "S002", "Island Clinic"]
@@ -594,6 +599,8 @@ def test_sync_status_shows_each_satellite_with_its_store_and_stale_warnings(
     ]
     assert by_id["3"][6] == "2\xa0days ago"
     assert by_id["3"][9] == "Could not reach the master."
+    assert by_id["4"][9:11] == ["wrong_credentials: The master refused the password.", "1"]
+    assert by_id["3"][10:12] == ["0", ""]
     assert by_id["5"][5:7] == ["", "never"]
     assert [by_id[key][8] for key in "2345"] == ["200", "300", "400", "500"]
     html = page.content.decode()

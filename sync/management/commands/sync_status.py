@@ -26,8 +26,18 @@ class Command(BaseCommand):
                 f"  {peer['sync_id']} {peer['name']} (store {peer['store']}): last contact "
                 f"{peer['last_contact_at'] or 'never'}, last success "
                 f"{peer['last_success_at'] or 'never'}, key: {peer['key']}"
-                + (f", last error: {peer['last_error']}" if peer["last_error"] else "")
+                + (
+                    f", last error {peer['last_error_code']} ({peer['failure_streak']} failed in "
+                    f"a row): {peer['last_error']}"
+                    if peer["last_error_code"]
+                    else ""
+                )
             )
+            if peer["log_expired_at"]:
+                self.stdout.write(
+                    f"  silent past SYNC_PEER_RETENTION_DAYS: must initialise again (marked "
+                    f"{peer['log_expired_at']}; its next sync does so by itself)"
+                )
             if status["role"] == "satellite":
                 self.stdout.write(
                     f"  push cursor {peer['push_cursor']}, pull cursor {peer['pull_cursor']}, "
