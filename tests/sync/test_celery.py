@@ -98,7 +98,8 @@ def test_scheduled_run_lands_data_on_the_master(cluster: Cluster, satellite: Sit
 def test_interval_change_reschedules_and_zero_pauses(satellite: Site) -> None:
     schedule = (
         "SELECT t.enabled, i.every, i.period FROM django_celery_beat_periodictask t "
-        "JOIN django_celery_beat_intervalschedule i ON i.id = t.interval_id"
+        "JOIN django_celery_beat_intervalschedule i ON i.id = t.interval_id "
+        "WHERE t.name = 'Sync with the master'"  # sync.services.SYNC_SCHEDULE_NAME
     )
     set_interval(satellite, 1)
     satellite.start_celery(beat=True)
