@@ -21,11 +21,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.servers import SYNC_PASSWORD, SYNC_USERNAME, Cluster  # noqa: E402
+import django  # noqa: E402
 
-# The protocol's constants, without configuring Django in this process.
-API_PREFIX = "/api/sync/v1/"
-PROTOCOL_VERSION = 2
+# The protocol module loads DRF, which reads settings; no database is used here.
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "msupply.settings")
+os.environ.setdefault("DEBUG", "true")
+django.setup()
+
+from sync.protocol import API_PREFIX, PROTOCOL_VERSION  # noqa: E402
+from tests.servers import SYNC_PASSWORD, SYNC_USERNAME, Cluster  # noqa: E402
 
 
 def _handshake(port: int, authorization: str, source: str = "127.0.0.1") -> tuple[float, int]:

@@ -1,5 +1,7 @@
 """Project settings, read from the environment in this one place."""
 
+import secrets
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,18 +14,25 @@ env = environ.Env()
 # https://django-environ.readthedocs.io/en/latest/quickstart.html
 environ.Env.read_env(BASE_DIR / ".env")
 
+# Commands that only read or write the schema and files: they sign nothing, so they run on a
+# fresh checkout or a build machine without a key (a throwaway one, never a known one).
+SCHEMA_COMMANDS = {"makemigrations", "migrate", "showmigrations", "sqlmigrate", "collectstatic"}
+
 # Production unless asked otherwise: development (bin/demo, bin/test, runserver) sets DEBUG=true
 # or a SECRET_KEY of its own; a server must never run on a key that is in the source.
 DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = env("SECRET_KEY", default="")
 if not SECRET_KEY:
-    if not DEBUG:
+    if not DEBUG and sys.argv[1:2] and sys.argv[1] in SCHEMA_COMMANDS:
+        SECRET_KEY = secrets.token_urlsafe(50)
+    elif not DEBUG:
         raise ImproperlyConfigured(
             "SECRET_KEY is not set. Set it in the environment or in .env to a long random "
             "string, made with: python -c 'import secrets; print(secrets.token_urlsafe(50))' "
             "(or set DEBUG=true on a development machine)."
         )
-    SECRET_KEY = "django-insecure-development-only-key"  # noqa: S105 - DEBUG only
+    else:
+        SECRET_KEY = "django-insecure-development-only-key"  # noqa: S105 - DEBUG only
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 # Reverse proxies (addresses or networks) whose X-Forwarded-For names the real client; lockouts
 # count per real client address (msupply.addresses).

@@ -5,6 +5,7 @@ bits, so a fast hash is as safe as a slow one, and it costs microseconds per req
 """
 
 import hashlib
+import re
 import secrets
 
 from django.contrib.admin.models import CHANGE, LogEntry
@@ -16,6 +17,8 @@ from django.utils import timezone
 from .models import SyncPeer, SyncPreferences
 
 KEY_BYTES = 32
+# What secrets.token_urlsafe(KEY_BYTES) makes: 43 characters of URL-safe base64.
+KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
 KEY_PERMISSION = "sync.manage_peer_keys"
 
 

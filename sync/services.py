@@ -2,7 +2,6 @@
 
 import enum
 import logging
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -12,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
+from . import keys
 from .models import (
     MASTER_SYNC_ID,
     ExchangeResult,
@@ -28,7 +28,6 @@ from .selectors import preferences_get
 
 logger = logging.getLogger(__name__)
 
-KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
 ROLE_CHANGE_REENTER_HINT = (
     "A satellite enrols with the master with the shared sync password, and this server does not "
     "keep it: enter the password again."
@@ -85,7 +84,7 @@ def preferences_update(
     if unlock_code is not None:
         preferences.set_unlock_code(unlock_code)
     if key is not None:
-        if preferences.is_master or not KEY_PATTERN.fullmatch(key):
+        if preferences.is_master or not keys.KEY_PATTERN.fullmatch(key):
             raise ValidationError(
                 {"key": "A key is installed on a satellite only, exactly as the master printed it."}
             )

@@ -67,6 +67,15 @@ def test_production_refuses_to_start_without_a_secret_key(tmp_path: Path) -> Non
         assert "python -c 'import secrets; print(secrets.token_urlsafe(50))'" in result.stderr
 
 
+def test_schema_commands_run_on_a_fresh_checkout_without_a_key(tmp_path: Path) -> None:
+    # As a build script or an operator's first migrate runs them: no DEBUG, no SECRET_KEY.
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "PATH": "/usr/bin:/bin"}
+    for command in (["makemigrations", "--check", "--dry-run"], ["migrate", "--verbosity", "0"]):
+        result = manage(*command, env=env)
+        assert result.returncode == 0, result.stderr
+    assert manage("check", env=env).returncode != 0
+
+
 def get(site: Site, path: str, **headers: str) -> http.client.HTTPResponse:
     connection = http.client.HTTPConnection("127.0.0.1", site.port, timeout=10)
     connection.request("GET", path, headers=headers)
