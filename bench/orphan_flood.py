@@ -23,7 +23,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "msupply.settings")
 django.setup()
 
 from bench.sync_bench import database_vendor, run_script  # noqa: E402
-from sync.client import SyncFailure  # noqa: E402
+from sync.errors import SyncError  # noqa: E402
 from tests.servers import Cluster, Site  # noqa: E402
 from tests.sync.realsites import client, line_row, next_batch, sql, wire  # noqa: E402
 
@@ -192,7 +192,7 @@ class Flood(threading.Thread):
                     sender.push(batch_id=uuid.uuid4().hex, changes=wire({
                         "stores_transactionline": rows
                     }), **position)  # fmt: skip
-                except SyncFailure as refused:
+                except SyncError as refused:
                     if (refused.status, refused.code) != (409, "missing_parent"):
                         raise
                 else:

@@ -185,6 +185,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Synchronisation protocol between a master server and its satellites.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "sync.schema.error_responses_add",
+    ],
 }
 
 # https://docs.celeryq.dev/en/stable/django/first-steps-with-django.html

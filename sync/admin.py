@@ -24,7 +24,7 @@ from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_post_parameters
 
 from . import keys, selectors, services
-from .client import SyncFailure
+from .errors import SyncError
 from .models import (
     AuthFailure,
     BufferedRecord,
@@ -534,7 +534,7 @@ class SyncPeerAdmin(admin.ModelAdmin):
         self._peer_or_404(request, peer_id)
         try:
             messages.success(request, connection_test())
-        except SyncFailure as failure:
+        except SyncError as failure:
             messages.error(request, f"Test connection failed: {failure.message}")
         return HttpResponseRedirect(reverse("admin:sync_syncpeer_changelist"))
 

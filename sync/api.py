@@ -7,7 +7,7 @@ from django.db.models import Q
 from django.http import HttpRequest, HttpResponseBase
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, status
+from rest_framework import serializers
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -17,6 +17,7 @@ from msupply.addresses import client_address
 
 from .auth import SyncAuthentication, SyncCaller, sync_id_of, token_issue
 from .changes import ChangeSet, Cursor, changes_last, changes_page
+from .errors import ErrorCode, SyncError
 from .keys import peer_key_issue
 from .models import PeerState, SyncEndpoint, SyncPeer
 from .protocol import (
@@ -25,7 +26,6 @@ from .protocol import (
     PROTOCOL_VERSION,
     VERSION_HEADER,
     GzipJSONParser,
-    SyncAPIError,
     version_mismatch,
 )
 from .prune import pull_expiry_check
@@ -33,11 +33,6 @@ from .push import PushRecord, peer_store, push_batch_apply
 from .registry import MASTER_DATA_SCOPE
 from .selectors import preferences_get
 from .services import Exchange, exchange_record
-
-
-class ErrorSerializer(serializers.Serializer):
-    code = serializers.CharField()
-    message = serializers.CharField()
 
 
 class ChangesField(serializers.JSONField):
@@ -72,7 +67,7 @@ class SyncAPIView(APIView):
             exchange = self._outcome(response)
         except Exception as error:
             exchange = {
-                "error_code": "server_error",
+                "error_code": ErrorCode.SERVER_ERROR,
                 "message": f"An unexpected {error.__class__.__name__} on the master: see its log.",
             }
             raise
@@ -109,11 +104,10 @@ class SyncAPIView(APIView):
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         preferences = preferences_get()
         if not preferences.is_master:
-            raise SyncAPIError(
+            raise SyncError(
+                ErrorCode.NOT_MASTER,
                 f"This server is satellite {preferences.sync_id}, not the master: point the "
                 "Sync with entry at the master's URL.",
-                "not_master",
-                status.HTTP_409_CONFLICT,
             )
         version = request.headers.get(VERSION_HEADER, "")
         if not version.isdigit() or not (PROTOCOL_MIN_VERSION <= int(version) <= PROTOCOL_VERSION):
@@ -121,11 +115,10 @@ class SyncAPIView(APIView):
         super().initial(request, *args, **kwargs)
         caller = self.caller(request)
         if caller.enrolling and not self.enrols:
-            raise SyncAPIError(
+            raise SyncError(
+                ErrorCode.KEY_REQUIRED,
                 "The shared sync password only enrols a satellite: send its key (a handshake "
                 "with the password issues one).",
-                "key_required",
-                status.HTTP_401_UNAUTHORIZED,
             )
         peer = self.peer = caller.peer
         if not PeerState.objects.filter(peer=peer).update(last_contact_at=timezone.now()):
@@ -173,10 +166,6 @@ class HandshakeView(SyncAPIView):
         request=InputSerializer,
         responses={
             200: OutputSerializer,
-            401: ErrorSerializer,
-            403: ErrorSerializer,
-            409: ErrorSerializer,
-            429: ErrorSerializer,
         },
     )
     def post(self, request: Request) -> Response:
@@ -184,10 +173,9 @@ class HandshakeView(SyncAPIView):
         data.is_valid(raise_exception=True)
         caller = self.caller(request)
         if data.validated_data["sync_id"] != caller.sync_id:
-            raise SyncAPIError(
+            raise SyncError(
+                ErrorCode.SYNC_ID_MISMATCH,
                 "The Sync ID in the body differs from the one in the header.",
-                "sync_id_mismatch",
-                status.HTTP_400_BAD_REQUEST,
             )
         version = data.validated_data["protocol_version"]
         if not PROTOCOL_MIN_VERSION <= version <= PROTOCOL_VERSION:
@@ -225,11 +213,9 @@ class PushView(SyncAPIView):
                 data["record"] = PushRecord.from_wire(data)
                 data["changeset"] = ChangeSet.from_wire(data["changes"]).decode()
             except ValueError as error:  # WireError included
-                raise SyncAPIError(str(error), "malformed", status.HTTP_400_BAD_REQUEST) from error
+                raise SyncError(ErrorCode.MALFORMED, str(error)) from error
             if data["record"].end < data["record"].start:
-                raise SyncAPIError(
-                    "The batch ends before it starts.", "malformed", status.HTTP_400_BAD_REQUEST
-                )
+                raise SyncError(ErrorCode.MALFORMED, "The batch ends before it starts.")
             return data
 
     class OutputSerializer(serializers.Serializer):
@@ -243,11 +229,6 @@ class PushView(SyncAPIView):
         request=InputSerializer,
         responses={
             200: OutputSerializer,
-            400: ErrorSerializer,
-            401: ErrorSerializer,
-            403: ErrorSerializer,
-            409: ErrorSerializer,
-            413: ErrorSerializer,
         },
     )
     def post(self, request: Request) -> Response:

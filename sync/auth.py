@@ -22,15 +22,15 @@ from django.core import signing
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare, salted_hmac
-from rest_framework import status
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
 from msupply.addresses import client_address
 
+from .errors import ErrorCode, SyncError
 from .keys import key_hash, peer_key_confirm
 from .models import AuthFailure, SyncPeer
-from .protocol import SYNC_ID_HEADER, SyncAPIError
+from .protocol import SYNC_ID_HEADER
 from .selectors import preferences_get
 
 TOKEN_SALT = "msupply.sync.token"  # noqa: S105 - a signing namespace, not a secret
@@ -54,12 +54,11 @@ class SyncCaller:
         return self.peer.sync_id
 
 
-class AuthRefused(SyncAPIError):
+class AuthRefused(SyncError):
     """A refused credential; `guess` if it counts towards the caller's address lockout."""
 
-    def __init__(self, message: str, code: str, *, guess: bool, status_code: int = 401) -> None:
-        super().__init__(message, code, status_code)
-        self.code = code
+    def __init__(self, code: str, message: str, *, guess: bool, status: int | None = None) -> None:
+        super().__init__(code, message, status=status)
         self.guess = guess
 
 
@@ -103,19 +102,18 @@ class SyncAuthentication(BaseAuthentication):
                 raise _locked_out(locked_until) from refusal
             raise
         if not caller.peer.enabled:
-            raise SyncAPIError(
+            raise SyncError(
+                ErrorCode.SATELLITE_DISABLED,
                 f"The master's administrator has disabled satellite {caller.sync_id}: it may "
                 "not synchronise until they enable it again (Sync with on the master).",
-                "satellite_disabled",
-                status.HTTP_403_FORBIDDEN,
             )
         return (caller, None)
 
     def _check(self, scheme: str, credentials: str, sync_id: int | None) -> SyncCaller:
         if sync_id is None:
             raise AuthRefused(
+                ErrorCode.SYNC_ID_MISSING,
                 f"The request has no valid {SYNC_ID_HEADER} header: send this satellite's Sync ID.",
-                "sync_id_missing",
                 guess=True,
             )
         if scheme == "basic":
@@ -125,8 +123,8 @@ class SyncAuthentication(BaseAuthentication):
         if scheme == "bearer":
             return self._check_token(credentials, sync_id)
         raise AuthRefused(
+            ErrorCode.CREDENTIALS_MISSING,
             "Send this satellite's key, or the sync user name and password to enrol it.",
-            "credentials_missing",
             guess=False,
         )
 
@@ -144,20 +142,19 @@ class SyncAuthentication(BaseAuthentication):
             make_password(password)
         if not (constant_time_compare(username, preferences.username) and right_password):
             raise AuthRefused(
+                ErrorCode.WRONG_CREDENTIALS,
                 "The master refused the password (or the sync user name): check Preferences > "
                 "Synchronisation on both servers; they must be the same.",
-                "wrong_credentials",
                 guess=True,
             )
         peer = _peer(sync_id, guess=False)
         if peer.key_hash:
             raise AuthRefused(
+                ErrorCode.IDENTITY_MISMATCH,
                 f"Sync ID {sync_id} is already held by another server, which enrolled with the "
                 "master; the shared password alone cannot take it over. If this server replaces "
                 "that one, or its key was lost: " + RESET_HINT.format(sync_id=sync_id),
-                "identity_mismatch",
                 guess=False,
-                status_code=status.HTTP_409_CONFLICT,
             )
         return SyncCaller(peer, enrolling=True)
 
@@ -174,16 +171,16 @@ class SyncAuthentication(BaseAuthentication):
             return SyncCaller(peer)
         if not (peer.key_hash or peer.pending_key_hash):
             raise AuthRefused(
+                ErrorCode.NOT_ENROLLED,
                 f"Sync ID {sync_id} holds no key on the master (its administrator reset it, or "
                 "it never enrolled): enter the shared sync password in Preferences > "
                 "Synchronisation on this satellite, and it enrols at its next sync.",
-                "not_enrolled",
                 guess=False,
             )
         raise AuthRefused(
+            ErrorCode.KEY_INVALID,
             f"The master refused this satellite's key for Sync ID {sync_id}: another server "
             "holds that Sync ID, or this key was replaced. " + RESET_HINT.format(sync_id=sync_id),
-            "key_invalid",
             guess=True,
         )
 
@@ -194,27 +191,27 @@ class SyncAuthentication(BaseAuthentication):
             )
         except signing.SignatureExpired:
             raise AuthRefused(
+                ErrorCode.TOKEN_EXPIRED,
                 "The sync token has expired: log in again with the key.",
-                "token_expired",
                 guess=False,
             ) from None
         except signing.BadSignature:
             raise AuthRefused(
+                ErrorCode.TOKEN_INVALID,
                 "The sync token is not one this master issued: log in again with the key.",
-                "token_invalid",
                 guess=True,
             ) from None
         if claims.get("sync_id") != sync_id:
             raise AuthRefused(
+                ErrorCode.TOKEN_INVALID,
                 f"The sync token was issued to another Sync ID than {sync_id}.",
-                "token_invalid",
                 guess=True,
             )
         peer = _peer(sync_id, guess=False)
         if not constant_time_compare(str(claims.get("key", "")), _key_fingerprint(peer)):
             raise AuthRefused(
+                ErrorCode.TOKEN_STALE,
                 "The sync token belongs to a key the master has since replaced: log in again.",
-                "token_stale",
                 guess=False,
             )
         return SyncCaller(peer)
@@ -224,9 +221,9 @@ def _peer(sync_id: int, *, guess: bool) -> SyncPeer:
     peer = SyncPeer.objects.filter(sync_id=sync_id).first()
     if peer is None:
         raise AuthRefused(
+            ErrorCode.UNKNOWN_SYNC_ID,
             f"Sync ID {sync_id} is not in the master's Sync with list: add this satellite "
             "there (Preferences > Synchronisation on the master).",
-            "unknown_sync_id",
             guess=guess,
         )
     return peer
@@ -247,13 +244,12 @@ def _locked_until(address: str | None) -> datetime | None:
     return failures[0] + window
 
 
-def _locked_out(until: datetime) -> SyncAPIError:
-    return SyncAPIError(
+def _locked_out(until: datetime) -> SyncError:
+    return SyncError(
+        ErrorCode.LOCKED_OUT,
         f"Too many failed sync logins from this address. Try again after "
         f"{timezone.localtime(until):%H:%M}, and first check the sync user name and password in "
         "Preferences > Synchronisation on both servers. A satellite that holds its key is not "
         "affected.",
-        "locked_out",
-        status.HTTP_429_TOO_MANY_REQUESTS,
         retry_after_seconds=max(int((until - timezone.now()).total_seconds()), 1),
     )

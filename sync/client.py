@@ -11,26 +11,14 @@ from typing import Any, NamedTuple
 from urllib.parse import urlencode, urlsplit
 
 from .changes import ChangeSet, Cursor
+from .errors import ErrorCode, SyncError
 from .protocol import API_PREFIX, MAX_PULL_LIMIT, PROTOCOL_VERSION, SYNC_ID_HEADER, VERSION_HEADER
 
-
-class SyncFailure(Exception):
-    """A sync step that failed, with a stable code and a message saying what to do."""
-
-    def __init__(
-        self, code: str, message: str, status: int | None = None, answer: Any = None
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status
-        # The master's whole error answer, for codes that carry more (stale_batch's record).
-        self.answer = answer or {}
-
-
 # Refusals after which the next credential is tried: a token runs out, a key is replaced.
-TOKEN_REFUSALS = frozenset({"token_expired", "token_invalid", "token_stale"})
-KEY_REFUSALS = frozenset({"key_invalid", "not_enrolled"})
+TOKEN_REFUSALS = frozenset(
+    {ErrorCode.TOKEN_EXPIRED, ErrorCode.TOKEN_INVALID, ErrorCode.TOKEN_STALE}
+)
+KEY_REFUSALS = frozenset({ErrorCode.KEY_INVALID, ErrorCode.NOT_ENROLLED})
 
 
 class PulledPage(NamedTuple):
@@ -63,7 +51,7 @@ class MasterClient:
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise SyncFailure("wrong_url", f"{url!r} is not an http:// or https:// URL.")
+            raise SyncError(ErrorCode.WRONG_URL, f"{url!r} is not an http:// or https:// URL.")
         self.url = url
         self._https = parts.scheme == "https"
         self._host = parts.hostname
@@ -111,7 +99,7 @@ class MasterClient:
         query: dict[str, Any] | None = None,
         credentials: str | None = None,
     ) -> dict[str, Any]:
-        """Send one request and return the JSON answer; raises SyncFailure on any failure."""
+        """Send one request and return the JSON answer; raises SyncError on any failure."""
         path = self._base + endpoint + (f"?{urlencode(query)}" if query else "")
         if credentials is None:
             credentials = f"Bearer {self.token}" if self.token else f"Key {self.key}"
@@ -150,15 +138,15 @@ class MasterClient:
             self.close()
         return self._decode(response, raw)
 
-    def _unreachable(self, error: Exception) -> SyncFailure:
+    def _unreachable(self, error: Exception) -> SyncError:
         if isinstance(error, socket.timeout | TimeoutError):
-            return SyncFailure(
-                "timeout",
+            return SyncError(
+                ErrorCode.TIMEOUT,
                 f"The master at {self.url} stopped answering (timed out): the link may be slow or "
                 "down. The next sync resumes where this one stopped.",
             )
-        return SyncFailure(
-            "unreachable",
+        return SyncError(
+            ErrorCode.UNREACHABLE,
             f"The master at {self.url} could not be reached ({error}): check the URL in Sync "
             "with and this server's network connection. The next sync resumes where this one "
             "stopped.",
@@ -172,18 +160,21 @@ class MasterClient:
         except (OSError, ValueError, EOFError):
             data = None
         if not isinstance(data, dict):
-            raise SyncFailure(
-                "wrong_url",
+            raise SyncError(
+                ErrorCode.WRONG_URL,
                 f"The server at {self.url} did not answer as an msupply-sync master (HTTP "
                 f"{response.status}): check the URL in Sync with.",
-                response.status,
+                status=response.status,
             )
         if response.status >= 400:
-            raise SyncFailure(
-                str(data.get("code", "error")),
-                str(data.get("message", "The master refused the request.")),
-                response.status,
-                data,
+            raise SyncError(
+                str(data.get("code") or ErrorCode.BAD_ANSWER),
+                str(
+                    data.get("message")
+                    or f"The master refused the request (HTTP {response.status})."
+                ),
+                status=response.status,
+                answer=data,
             )
         return data
 
@@ -192,26 +183,26 @@ class MasterClient:
         if self.token:
             try:
                 return self._shake(f"Bearer {self.token}")
-            except SyncFailure as failure:
+            except SyncError as failure:
                 if failure.code not in TOKEN_REFUSALS:
                     raise
                 self.token = ""
         if self.key:
             try:
                 return self._shake(f"Key {self.key}")
-            except SyncFailure as failure:
+            except SyncError as failure:
                 if not (failure.code in KEY_REFUSALS and self._basic):
                     raise
         if not self._basic:
-            raise SyncFailure(
-                "credentials_missing",
+            raise SyncError(
+                ErrorCode.CREDENTIALS_MISSING,
                 "This satellite holds neither its key nor the sync password: enter the shared "
                 "sync user name and password in Preferences > Synchronisation.",
             )
         enrolment = self._shake(f"Basic {self._basic}")
         if not enrolment.get("key"):
-            raise SyncFailure(
-                "bad_answer",
+            raise SyncError(
+                ErrorCode.BAD_ANSWER,
                 "The master accepted the sync password but issued no key. Install the same "
                 "msupply-sync release on both servers.",
             )
@@ -268,8 +259,8 @@ class MasterClient:
                 int(answer["remaining"]),
             )
         except (KeyError, TypeError, ValueError) as error:
-            raise SyncFailure(
-                "bad_answer",
+            raise SyncError(
+                ErrorCode.BAD_ANSWER,
                 f"The master sent a pull answer this satellite cannot read ({error}). Install "
                 "the same msupply-sync release on both servers.",
             ) from error

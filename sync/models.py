@@ -7,6 +7,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator, URLVali
 from django.db import models
 from django.db.models import Q
 
+from .errors import ErrorCode
 from .registry import LOCAL_STORE_DATA_SCOPE, MASTER_DATA_SCOPE
 
 MASTER_SYNC_ID = 1
@@ -290,6 +291,13 @@ class SyncTrigger(models.TextChoices):
     SATELLITE = "satellite", "Satellite request"
 
 
+class SyncStep(models.TextChoices):
+    HANDSHAKE = "handshake", "Handshake"
+    RESTORE = "restore", "Restore check"
+    PUSH = "push", "Push"
+    PULL = "pull", "Pull"
+
+
 class SyncLog(models.Model):
     """One sync run of this site: what moved each way and how it ended."""
 
@@ -301,13 +309,13 @@ class SyncLog(models.Model):
     request_id = models.CharField(max_length=36, blank=True, db_index=True)
     started_at = models.DateTimeField(db_index=True)
     ended_at = models.DateTimeField(null=True, blank=True)
-    step = models.CharField(max_length=20, blank=True)
+    step = models.CharField(max_length=20, blank=True, choices=SyncStep.choices)
     result = models.CharField(max_length=10, choices=SyncResult.choices, default=SyncResult.RUNNING)
     records_pushed = models.PositiveIntegerField(default=0)
     records_pulled = models.PositiveIntegerField(default=0)
     bytes_sent = models.PositiveBigIntegerField(default=0)
     bytes_received = models.PositiveBigIntegerField(default=0)
-    error_code = models.CharField(max_length=40, blank=True)
+    error_code = models.CharField(max_length=40, blank=True, choices=ErrorCode.choices)
     message = models.TextField(blank=True)
 
     class Meta:
@@ -369,7 +377,7 @@ class AuthFailure(models.Model):
     # nobody can lock a satellite out by naming it.
     sync_id = models.PositiveSmallIntegerField(null=True, blank=True)
     address = models.GenericIPAddressField(null=True, blank=True)
-    code = models.CharField(max_length=40, blank=True)
+    code = models.CharField(max_length=40, blank=True, choices=ErrorCode.choices)
     failed_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
@@ -428,7 +436,7 @@ class SyncExchange(models.Model):
     )
     endpoint = models.CharField(max_length=10, choices=SyncEndpoint.choices)
     result = models.CharField(max_length=10, choices=ExchangeResult.choices)
-    error_code = models.CharField(max_length=40, blank=True)
+    error_code = models.CharField(max_length=40, blank=True, choices=ErrorCode.choices)
     message = models.TextField(blank=True)
     # Push: records applied; pull: records served.
     records = models.PositiveIntegerField(default=0)

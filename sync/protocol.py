@@ -6,11 +6,12 @@ import zlib
 from typing import Any
 
 from django.conf import settings
-from rest_framework import status
 from rest_framework.exceptions import APIException, ParseError
 from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
+
+from .errors import ErrorCode, SyncError
 
 logger = logging.getLogger(__name__)
 
@@ -24,22 +25,12 @@ VERSION_HEADER = "X-Sync-Protocol"
 MAX_PULL_LIMIT = 10_000
 
 
-class SyncAPIError(APIException):
-    """An error with a stable `code` and a message saying what to do."""
-
-    def __init__(self, message: str, code: str, status_code: int, **extra: Any) -> None:
-        super().__init__(message, code)
-        self.status_code = status_code
-        self.extra = extra
-
-
-def version_mismatch(version: object) -> SyncAPIError:
-    return SyncAPIError(
+def version_mismatch(version: object) -> SyncError:
+    return SyncError(
+        ErrorCode.VERSION_MISMATCH,
         f"This master speaks sync protocol versions {PROTOCOL_MIN_VERSION}-{PROTOCOL_VERSION}, "
         f"but the satellite sent version {version}. Install the same msupply-sync release on "
         "the master and the satellite.",
-        "version_mismatch",
-        status.HTTP_409_CONFLICT,
         supported={"min": PROTOCOL_MIN_VERSION, "max": PROTOCOL_VERSION},
     )
 
@@ -67,28 +58,25 @@ def _flatten(detail: Any) -> str:
     return str(detail)
 
 
-class PayloadTooLarge(SyncAPIError):
-    def __init__(self, limit: int) -> None:
-        super().__init__(
-            f"The request body is larger than this server accepts ({limit} bytes). Send "
-            "smaller batches (a lower batch size on the satellite).",
-            "too_large",
-            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-        )
+def payload_too_large(limit: int) -> SyncError:
+    return SyncError(
+        ErrorCode.TOO_LARGE,
+        f"The request body is larger than this server accepts ({limit} bytes). Send smaller "
+        "batches (a lower batch size on the satellite).",
+    )
 
 
-def _upload_cut(meta: dict[str, Any], detail: str) -> SyncAPIError:
+def _upload_cut(meta: dict[str, Any], detail: str) -> SyncError:
     """Log a cut upload in one line and answer it with a typed 400, not a 500 and a traceback."""
     logger.warning(
         "A sync upload from %s was cut before its end (%s).",
         meta.get("REMOTE_ADDR", "an unknown address"),
         detail,
     )
-    return SyncAPIError(
+    return SyncError(
+        ErrorCode.UPLOAD_INCOMPLETE,
         "The upload stopped before its end (the link dropped). Nothing of it was applied; the "
         "satellite sends it again at its next try.",
-        "upload_incomplete",
-        status.HTTP_400_BAD_REQUEST,
     )
 
 
@@ -112,7 +100,7 @@ class GzipJSONParser(BaseParser):
         meta = request.META if request is not None else {}
         declared = int(meta.get("CONTENT_LENGTH") or 0)
         if declared > limit:
-            raise PayloadTooLarge(limit)
+            raise payload_too_large(limit)
         try:
             body = stream.read(limit + 1) if stream is not None else b""
         except OSError as error:  # Django's UnreadablePostError: the link dropped mid-upload
@@ -120,7 +108,7 @@ class GzipJSONParser(BaseParser):
         if len(body) < declared:
             raise _upload_cut(meta, f"{len(body)} of {declared} bytes")
         if len(body) > limit:
-            raise PayloadTooLarge(limit)
+            raise payload_too_large(limit)
         if meta.get("HTTP_CONTENT_ENCODING", "").lower() == "gzip":
             inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
             try:
@@ -128,7 +116,7 @@ class GzipJSONParser(BaseParser):
             except zlib.error as error:
                 raise ParseError(f"The body is not valid gzip: {error}.") from error
             if len(body) > limit or inflater.unconsumed_tail:
-                raise PayloadTooLarge(limit)
+                raise payload_too_large(limit)
         try:
             return json.loads(body, parse_constant=_no_constant)
         except (ValueError, RecursionError) as error:  # RecursionError: absurdly deep nesting

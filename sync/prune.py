@@ -40,6 +40,7 @@ from django.utils import timezone
 from rest_framework import status
 
 from .changes import POSTGRESQL_HORIZON, Cursor, changes_last
+from .errors import ErrorCode, SyncError
 from .models import (
     MASTER_SYNC_ID,
     AppliedBatch,
@@ -53,11 +54,10 @@ from .models import (
     SyncPeer,
     SyncRequest,
 )
-from .protocol import SyncAPIError
 from .registry import LOCAL_STORE_DATA_SCOPE
 from .selectors import preferences_get
 
-REINITIALISE_REQUIRED = "reinitialise_required"
+REINITIALISE_REQUIRED = ErrorCode.REINITIALISE_REQUIRED
 
 
 @dataclass
@@ -239,12 +239,12 @@ def pull_expiry_check(*, peer: SyncPeer, cursor: Cursor, initial: bool) -> None:
     if cursor == Cursor() and initial:
         expired.update(log_expired_at=None)
     elif cursor != Cursor() and expired.exists():
-        raise SyncAPIError(
+        raise SyncError(
+            REINITIALISE_REQUIRED,
             f"Satellite {peer.sync_id} was silent for more than "
             f"{settings.SYNC_PEER_RETENTION_DAYS} days (SYNC_PEER_RETENTION_DAYS), so the master "
             "no longer keeps the changes it missed. It must initialise again: its next sync does "
             "so by itself once its own changes are pushed (run sync_now, or wait for the "
             "schedule); nothing it has not pushed is lost.",
-            REINITIALISE_REQUIRED,
-            status.HTTP_409_CONFLICT,
+            status=status.HTTP_409_CONFLICT,
         )

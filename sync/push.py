@@ -15,11 +15,11 @@ from typing import Any
 
 from django.db import DatabaseError, transaction
 from django.utils import timezone
-from rest_framework import status
 
 from stores.models import Store
 
 from .changes import ChangeSet, Cursor, WireError
+from .errors import ErrorCode, SyncError
 from .integration import (
     MissingParentError,
     OwnershipError,
@@ -27,8 +27,15 @@ from .integration import (
     changeset_check_line_quantities,
     changeset_check_ownership,
 )
-from .models import AppliedBatch, PeerState, SyncLog, SyncPeer, SyncResult, SyncTrigger
-from .protocol import SyncAPIError
+from .models import (
+    AppliedBatch,
+    PeerState,
+    SyncLog,
+    SyncPeer,
+    SyncResult,
+    SyncStep,
+    SyncTrigger,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -80,11 +87,10 @@ def peer_store(peer: SyncPeer) -> Store:
     """The master's store that `peer` hosts, as the Sync with list names it."""
     store = Store.objects.filter(code=peer.store_code).first()
     if store is None:
-        raise SyncAPIError(
+        raise SyncError(
+            ErrorCode.STORE_MISSING,
             f"The master's Sync with entry for Sync ID {peer.sync_id} names store "
             f"{peer.store_code!r}, which does not exist on the master: fix the entry there.",
-            "store_missing",
-            status.HTTP_409_CONFLICT,
         )
     return store
 
@@ -102,8 +108,8 @@ def push_batch_apply(
     """Apply one batch of `peer`'s store data on the master, atomically, in order and once.
 
     A batch already applied is acknowledged as a duplicate and changes nothing; its id sent
-    with other changes raises SyncAPIError `batch_id_reused` (409). A batch older than the
-    last one applied raises SyncAPIError `stale_batch` (409), carrying the master's record so
+    with other changes raises SyncError `batch_id_reused` (409). A batch older than the
+    last one applied raises SyncError `stale_batch` (409), carrying the master's record so
     the satellite can tell whether it may count the batch as acknowledged.
     """
     store = peer_store(peer)
@@ -150,13 +156,12 @@ def _ensure_same_batch(peer: SyncPeer, batch_id: str, known: str, digest: str) -
     # A batch applied before digests were kept has none: it can only be taken as the same.
     if not known or known == digest:
         return
-    raise SyncAPIError(
+    raise SyncError(
+        ErrorCode.BATCH_ID_REUSED,
         f"Batch id {batch_id!r} was already applied from satellite {peer.sync_id} with other "
         "changes: this batch was not applied, and nothing of it was. A satellite gives each "
         "batch a new id, so this points at a satellite restored or copied from another: send "
         "both servers' logs to your support team.",
-        "batch_id_reused",
-        status.HTTP_409_CONFLICT,
     )
 
 
@@ -175,13 +180,12 @@ def _ensure_in_order(peer: SyncPeer, record: PushRecord, applied: PushRecord) ->
         applied.end,
         applied.generation,
     )
-    raise SyncAPIError(
+    raise SyncError(
+        ErrorCode.STALE_BATCH,
         f"This batch (changes {record.start} to {record.end}) is older than what the master "
         f"already applied from satellite {peer.sync_id} (up to {applied.end}): it was not "
         "applied, so it cannot put older data back. The satellite checks the master's record "
         "and carries on from there at once; nothing needs doing.",
-        "stale_batch",
-        status.HTTP_409_CONFLICT,
         push=applied.to_wire(),
     )
 
@@ -190,30 +194,28 @@ def _apply(peer: SyncPeer, store: Store, changeset: ChangeSet) -> int:
     try:
         changeset_check_ownership(changeset=changeset, store_id=store.pk)
     except OwnershipError as error:
-        raise SyncAPIError(str(error), "forbidden_record", status.HTTP_403_FORBIDDEN) from error
+        raise SyncError(ErrorCode.FORBIDDEN_RECORD, str(error)) from error
     try:
         changeset_check_line_quantities(changeset=changeset)
     except WireError as error:
-        raise SyncAPIError(str(error), "malformed", status.HTTP_400_BAD_REQUEST) from error
+        raise SyncError(ErrorCode.MALFORMED, str(error)) from error
     try:
         return changeset_apply(changeset=changeset, source_site=peer.sync_id, buffer=False).applied
     except MissingParentError as error:
-        raise SyncAPIError(
+        raise SyncError(
+            ErrorCode.MISSING_PARENT,
             f"The master refused this batch: {error}. Nothing of it was applied. Items and names "
             "are never deleted once a satellite may hold them, so this points at a damaged "
             "database on one of the servers: send both servers' logs to your support team.",
-            "missing_parent",
-            status.HTTP_409_CONFLICT,
         ) from error
     except DatabaseError as error:
         # A row the master's constraints refuse needs a typed answer: a satellite reads a 500
         # page as a wrong URL.
-        raise SyncAPIError(
+        raise SyncError(
+            ErrorCode.REJECTED_RECORD,
             f"The master refused a record of this batch: {error}. Nothing of it was applied, "
             "and this satellite's other changes wait behind it; master data still arrives. Send "
             "both servers' logs to your support team.",
-            "rejected_record",
-            status.HTTP_409_CONFLICT,
         ) from error
 
 
@@ -227,7 +229,7 @@ def _history_opened(peer: SyncPeer, record: PushRecord, applied: PushRecord) -> 
         trigger=SyncTrigger.SATELLITE,
         started_at=now,
         ended_at=now,
-        step="push",
+        step=SyncStep.PUSH,
         result=SyncResult.SUCCESS,
         message=(
             f"Satellite {peer.sync_id} ({peer.name}) no longer held the changes the master had "

@@ -17,7 +17,8 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from .changes import ChangePage, Cursor, changes_page, changes_since, range_digest
-from .client import MasterClient, PulledPage, SyncFailure
+from .client import MasterClient, PulledPage
+from .errors import ErrorCode, SyncError
 from .heal import store_heal
 from .integration import changeset_apply
 from .keys import satellite_key_keep, satellite_password_forget
@@ -29,6 +30,7 @@ from .models import (
     SyncPeer,
     SyncPreferences,
     SyncResult,
+    SyncStep,
     SyncTrigger,
 )
 from .protocol import PROTOCOL_VERSION
@@ -45,7 +47,7 @@ Progress = Callable[[str], None]
 RUN_LOCK = "sync_run"
 # A failed push ends the run here only when the master cannot be reached at all; otherwise the
 # pull still runs, so master data keeps arriving while a store record is in trouble.
-LINK_FAILURES = {"unreachable", "timeout", "wrong_url"}
+LINK_FAILURES = {ErrorCode.UNREACHABLE, ErrorCode.TIMEOUT, ErrorCode.WRONG_URL}
 
 
 class SyncAlreadyRunning(Exception):
@@ -70,7 +72,7 @@ class Run:
     # Plain-language notes for the log's message, such as what healing a restore kept.
     notes: list[str] = field(default_factory=list)
 
-    def step(self, step: str) -> None:
+    def step(self, step: SyncStep) -> None:
         self.log.step = step
         self.log.save(update_fields=["step"])
 
@@ -131,7 +133,7 @@ def _logged_run(trigger: str, request_id: str, progress: Progress) -> Iterator[R
     SyncLog.objects.filter(result=SyncResult.RUNNING).update(
         result=SyncResult.FAILURE,
         ended_at=timezone.now(),
-        error_code="interrupted",
+        error_code=ErrorCode.INTERRUPTED,
         message="This run stopped before it ended (its process was stopped or crashed). What "
         "it had committed stays; the next run carried on from there.",
     )
@@ -147,14 +149,14 @@ def _logged_run(trigger: str, request_id: str, progress: Progress) -> Iterator[R
     try:
         yield run
         run.log.result = SyncResult.SUCCESS
-    except SyncFailure as failure:
+    except SyncError as failure:
         _failed(run, failure.code, failure.message)
     except Exception as error:
         # A bug or a database failure: record it where operators look, keep the traceback.
         logger.exception("Sync run %s failed unexpectedly", run.log.pk)
         _failed(
             run,
-            "internal_error",
+            ErrorCode.INTERNAL_ERROR,
             f"The sync stopped on an unexpected error ({error.__class__.__name__}: {error}). "
             "What the failed step was doing was not applied. Send the server log to your "
             "support team: if it happens at every run, it needs a fix.",
@@ -188,8 +190,8 @@ def _finish(run: Run) -> None:
 def _sync_steps(run: Run, protocol_version: int) -> None:
     preferences = preferences_get()
     if preferences.is_master:
-        raise SyncFailure(
-            "is_master",
+        raise SyncError(
+            ErrorCode.IS_MASTER,
             "This server is the master (Sync ID 1): satellites start syncs, the master waits "
             "for them.",
         )
@@ -199,11 +201,11 @@ def _sync_steps(run: Run, protocol_version: int) -> None:
     master_record = _handshake(run, client, state)
     try:
         _push(run, client, state, master_record)
-    except SyncFailure as failure:
+    except SyncError as failure:
         if failure.code in LINK_FAILURES:
             raise
         _pull(run, client, state)
-        raise SyncFailure(
+        raise SyncError(
             failure.code,
             f"{failure.message} Master data was still received: the pull after the push went "
             "through.",
@@ -214,8 +216,8 @@ def _sync_steps(run: Run, protocol_version: int) -> None:
 def _master_peer() -> tuple[SyncPeer, PeerState]:
     peer = SyncPeer.objects.filter(sync_id=MASTER_SYNC_ID).first()
     if peer is None:
-        raise SyncFailure(
-            "no_master",
+        raise SyncError(
+            ErrorCode.NO_MASTER,
             "The master is not in Sync with: add it (Sync ID 1, its store and URL) in "
             "Preferences > Synchronisation.",
         )
@@ -247,12 +249,13 @@ def _client(
 def connection_test() -> str:
     """Handshake with the master only, with the key or enrolling; returns what went right.
 
-    Raises SyncFailure whose message says in plain words what is wrong.
+    Raises SyncError whose message says in plain words what is wrong.
     """
     preferences = preferences_get()
     if preferences.is_master:
-        raise SyncFailure(
-            "is_master", "This server is the master: satellites connect to it, not the reverse."
+        raise SyncError(
+            ErrorCode.IS_MASTER,
+            "This server is the master: satellites connect to it, not the reverse.",
         )
     peer, state = _master_peer()
     # The key (or the password, to enrol), not a saved token, and no retries: the operator
@@ -272,7 +275,7 @@ def connection_test() -> str:
 
 def _handshake(run: Run, client: MasterClient, state: PeerState) -> PushRecord:
     """Introduce this satellite; returns the master's record of its push history."""
-    run.step("handshake")
+    run.step(SyncStep.HANDSHAKE)
     answer = client.handshake()
     satellite_password_forget()
     state.auth_token = client.token
@@ -287,8 +290,8 @@ def _master_record(answer: dict[str, Any]) -> PushRecord:
     try:
         return PushRecord.from_wire(answer.get("push"))
     except ValueError as error:
-        raise SyncFailure(
-            "bad_answer",
+        raise SyncError(
+            ErrorCode.BAD_ANSWER,
             f"The master's answer has no readable push record ({error}). Install the same "
             "msupply-sync release on both servers.",
         ) from error
@@ -333,7 +336,7 @@ def _history_settle(run: Run, client: MasterClient, state: PeerState, master: Pu
     elif verdict is History.NEW:
         state.push_generation = max(state.push_generation, master.generation + 1)
     elif verdict is History.RESTORED:
-        run.step("restore")
+        run.step(SyncStep.RESTORE)
         logger.warning("This satellite was restored from a backup: healing from the master.")
         report = store_heal(
             client=client,
@@ -361,12 +364,12 @@ def push_batch_id(sync_id: int, start: Cursor, end: Cursor, changes: dict[str, A
 
 def _push(run: Run, client: MasterClient, state: PeerState, master: PushRecord) -> None:
     """Send this satellite's changes in order; a stale answer is settled once, then retried."""
-    run.step("push")
+    run.step(SyncStep.PUSH)
     _history_settle(run, client, state, master)
     try:
         _push_batches(run, client, state, master)
-    except SyncFailure as failure:
-        if failure.code != "stale_batch":
+    except SyncError as failure:
+        if failure.code != ErrorCode.STALE_BATCH:
             raise
         # A late copy of an earlier batch got there first: count it as acknowledged only if
         # the master's record matches this satellite's log.
@@ -417,15 +420,15 @@ def _push_batches(run: Run, client: MasterClient, state: PeerState, master: Push
 
 def _pull(run: Run, client: MasterClient, state: PeerState) -> None:
     """Pull after the cursor; initialise again from 0.0 when the master has pruned past it."""
-    run.step("pull")
+    run.step(SyncStep.PULL)
     try:
         _pull_pages(run, client, state)
-    except SyncFailure as failure:
+    except SyncError as failure:
         if failure.code != REINITIALISE_REQUIRED:
             raise
         if changes_since(Cursor(state.push_txid, state.push_seq), LOCAL_STORE_DATA_SCOPE).exists():
             # The initial pull brings the master's copy of this store: unpushed work first.
-            raise SyncFailure(
+            raise SyncError(
                 failure.code,
                 f"{failure.message} This satellite still has changes the master has not "
                 "accepted: they must push first, so fix the push failure above.",

@@ -6,7 +6,8 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
 from rest_framework import serializers
 
-from .protocol import SYNC_ID_HEADER
+from .errors import STATUSES, ErrorCode, error_explain
+from .protocol import API_PREFIX, SYNC_ID_HEADER
 
 
 class SyncAutoSchema(AutoSchema):
@@ -52,3 +53,39 @@ class SyncAuthenticationScheme(OpenApiAuthenticationExtension):
             {"syncId": [], "syncToken": []},
             {"syncId": [], "syncPassword": []},
         ]
+
+
+def error_responses_add(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """Document the error answer every sync endpoint may give: its component lists each code with
+    its meaning and what to do, and each operation names the codes of each HTTP status."""
+    result.setdefault("components", {}).setdefault("schemas", {})["SyncError"] = {
+        "type": "object",
+        "required": ["code", "message"],
+        "properties": {
+            "code": {
+                "type": "string",
+                "enum": list(ErrorCode.values),
+                "description": "\n".join(
+                    f"- `{code}`: {error_explain(code)}" for code in ErrorCode.values
+                ),
+            },
+            "message": {"type": "string", "description": "What went wrong and what to do."},
+        },
+        "additionalProperties": True,
+    }
+    by_status: dict[int, list[str]] = {}
+    for code, status in STATUSES.items():
+        by_status.setdefault(status, []).append(str(code))
+    for path, operations in result.get("paths", {}).items():
+        if not path.startswith(API_PREFIX):
+            continue
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            for status, codes in sorted(by_status.items()):
+                responses[str(status)] = {
+                    "description": "Codes: " + ", ".join(codes),
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/SyncError"}}
+                    },
+                }
+    return result

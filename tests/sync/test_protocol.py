@@ -17,6 +17,7 @@ from rest_framework.test import APIClient
 
 from stores.models import Item, StockLine, Store, Transaction, TransactionLine
 from sync.changes import ChangeSet, Cursor
+from sync.errors import ErrorCode
 from sync.models import AppliedBatch, ChangeLog, PeerState, SyncPeer
 from sync.protocol import API_PREFIX, PROTOCOL_MIN_VERSION, PROTOCOL_VERSION
 from sync.push import PushRecord
@@ -82,6 +83,7 @@ def assert_error(response: Response, status: int, code: str) -> dict[str, Any]:
     """The response is the typed error {"code", "message", ...} that `status` and `code` name."""
     body = response.json()
     assert (response.status_code, body.get("code")) == (status, code), body
+    assert code in ErrorCode.values
     assert body["message"]
     return body
 

@@ -13,7 +13,8 @@ from rest_framework.test import APIClient
 
 from stores.models import Item, Transaction
 from sync.changes import Cursor, changes_last
-from sync.client import PulledPage, SyncFailure
+from sync.client import PulledPage
+from sync.errors import SyncError
 from sync.integration import changeset_apply
 from sync.models import (
     AppliedBatch,
@@ -327,7 +328,7 @@ class ExpiredMaster:
     def pull(self, *, cursor: Cursor, limit: int, initial: bool) -> PulledPage:
         self.pulls.append((cursor, initial))
         if len(self.pulls) == 1:
-            raise SyncFailure("reinitialise_required", "Satellite 2 was silent too long.")
+            raise SyncError("reinitialise_required", "Satellite 2 was silent too long.")
         return PulledPage(changeset_of(), cursor, 0)
 
 
@@ -351,7 +352,7 @@ def test_a_satellite_with_unpushed_changes_does_not_reinitialise_over_them(satel
     run = Run(log=SyncLog.objects.create(peer_sync_id=1, started_at=timezone.now()), progress=print)
     client = ExpiredMaster()
 
-    with pytest.raises(SyncFailure, match="must push first"):
+    with pytest.raises(SyncError, match="must push first"):
         run_pull(run, client, state)  # type: ignore[arg-type]
 
     assert len(client.pulls) == 1

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from sync.client import SyncFailure
+from sync.errors import SyncError
 from sync.protocol import PROTOCOL_MIN_VERSION, PROTOCOL_VERSION
 from sync.registry import STORE_TABLE_NAMES, TABLES_BY_NAME
 from tests.proxy import TO_CLIENT, TO_SERVER
@@ -451,7 +451,7 @@ def test_a_push_of_records_the_satellite_does_not_own_is_refused_whole(
     assert (before[-3], before[-1]) == ("S003", 0)
     sender = client(with_store_data)
     try:
-        with pytest.raises(SyncFailure) as refused:
+        with pytest.raises(SyncError) as refused:
             sender.push(batch_id=uuid.uuid4().hex, changes=changes, **next_batch(sender))
     finally:
         sender.close()
@@ -473,7 +473,7 @@ def test_an_orphan_line_pushed_by_one_satellite_never_joins_another_stores_trans
     sender = client(with_store_data)
     try:
         position = next_batch(sender)
-        with pytest.raises(SyncFailure) as refused:
+        with pytest.raises(SyncError) as refused:
             sender.push(batch_id=uuid.uuid4().hex, changes=changes, **position)
     finally:
         sender.close()
@@ -524,7 +524,7 @@ def test_a_protocol_version_the_master_does_not_speak_is_refused_with_409(
 ) -> None:
     satellite = client(initialised, protocol_version=99)
     try:
-        with pytest.raises(SyncFailure) as refused:
+        with pytest.raises(SyncError) as refused:
             satellite.handshake()
     finally:
         satellite.close()
@@ -645,7 +645,7 @@ def test_a_resent_push_batch_changes_nothing(link: ProxiedCluster) -> None:
         first = sender.push(batch_id=batch_id, changes=batch, **position)
         after_first = table_counts(master)
         again = sender.push(batch_id=batch_id, changes=batch, **position)
-        with pytest.raises(SyncFailure) as reused:
+        with pytest.raises(SyncError) as reused:
             sender.push(batch_id=batch_id, changes=changed, **position)
     finally:
         sender.close()
