@@ -19,7 +19,7 @@ from .auth import SyncAuthentication, SyncCaller, sync_id_of, token_issue
 from .changes import ChangeSet, Cursor, changes_last, changes_page
 from .errors import ErrorCode, SyncError
 from .keys import peer_key_issue
-from .models import PeerState, SyncEndpoint, SyncPeer
+from .models import HeldStatus, PeerState, SyncEndpoint, SyncPeer
 from .protocol import (
     MAX_PULL_LIMIT,
     PROTOCOL_MIN_VERSION,
@@ -31,8 +31,29 @@ from .protocol import (
 from .prune import pull_expiry_check
 from .push import PushRecord, peer_store, push_batch_apply
 from .registry import MASTER_DATA_SCOPE
+from .rejects import rejected_retry, set_aside_summary, stage_counts
 from .selectors import preferences_get
 from .services import Exchange, exchange_record
+
+
+class SetAsideSerializer(serializers.Serializer):
+    table = serializers.CharField()
+    id = serializers.UUIDField()
+    reason = serializers.CharField()
+
+
+class StagesSerializer(serializers.Serializer):
+    """A satellite's records by stage, each counted once (sync.rejects.stage_counts)."""
+
+    class HeldSerializer(SetAsideSerializer):
+        status = serializers.ChoiceField(choices=HeldStatus.choices)
+
+    to_push = serializers.IntegerField(help_text="The satellite's last report.")
+    acknowledged = serializers.IntegerField(help_text="Pushed and acknowledged.")
+    integrated = serializers.IntegerField(help_text="Integrated on the master.")
+    waiting = serializers.IntegerField(help_text="Waiting for a record set aside.")
+    rejected = serializers.IntegerField(help_text="Set aside: the master cannot integrate them.")
+    set_aside = HeldSerializer(many=True, help_text="The first records set aside.")
 
 
 class ChangesField(serializers.JSONField):
@@ -144,6 +165,9 @@ class HandshakeView(SyncAPIView):
     class InputSerializer(serializers.Serializer):
         sync_id = serializers.IntegerField(min_value=2, max_value=64)
         protocol_version = serializers.IntegerField()
+        to_push = serializers.IntegerField(
+            min_value=0, required=False, help_text="Records the satellite has still to push."
+        )
 
     class OutputSerializer(serializers.Serializer):
         class StoreSerializer(serializers.Serializer):
@@ -161,6 +185,7 @@ class HandshakeView(SyncAPIView):
             required=False, help_text="This satellite's key: only in the answer that enrols it."
         )
         push = PushRecordField(help_text="The last batch the master applied from this satellite.")
+        stages = StagesSerializer(help_text="This satellite's records by stage, on the master.")
 
     @extend_schema(
         request=InputSerializer,
@@ -180,6 +205,14 @@ class HandshakeView(SyncAPIView):
         version = data.validated_data["protocol_version"]
         if not PROTOCOL_MIN_VERSION <= version <= PROTOCOL_VERSION:
             raise version_mismatch(version)
+        if "to_push" in data.validated_data:
+            PeerState.objects.filter(peer=caller.peer).update(
+                records_to_push=data.validated_data["to_push"]
+            )
+        if not caller.enrolling:
+            # Each contact retries what the master set aside: a conflict removed since on the
+            # master lets it in now, before the satellite reads the figures.
+            rejected_retry(sync_id=caller.sync_id)
         result = {
             "sync_id": preferences_get().sync_id,
             "role": "master",
@@ -188,6 +221,7 @@ class HandshakeView(SyncAPIView):
             "store": peer_store(caller.peer),
             "token": "" if caller.enrolling else token_issue(peer=caller.peer),
             "push": PushRecord.of(PeerState.objects.get(peer=caller.peer)).to_wire(),
+            "stages": stage_counts(sync_id=caller.sync_id),
         }
         if caller.enrolling:
             result["key"] = peer_key_issue(peer=caller.peer)
@@ -207,6 +241,11 @@ class PushView(SyncAPIView):
         end = serializers.CharField(max_length=41)
         digest = serializers.CharField(max_length=64, allow_blank=True)
         changes = ChangesField()
+        to_push = serializers.IntegerField(
+            min_value=0,
+            required=False,
+            help_text="Records the satellite still has to push after this batch.",
+        )
 
         def validate(self, data: dict[str, Any]) -> dict[str, Any]:
             try:
@@ -224,6 +263,13 @@ class PushView(SyncAPIView):
         buffered = serializers.IntegerField()
         duplicate = serializers.BooleanField()
         push = PushRecordField()
+        rejected = SetAsideSerializer(
+            many=True, help_text="Records of this batch the master set aside, with the reason."
+        )
+        waiting = serializers.IntegerField(
+            help_text="Records of this batch waiting for a record the master set aside."
+        )
+        stages = StagesSerializer()
 
     @extend_schema(
         request=InputSerializer,
@@ -239,15 +285,20 @@ class PushView(SyncAPIView):
             batch_id=data.validated_data["batch_id"],
             record=data.validated_data["record"],
             changeset=data.validated_data["changeset"],
+            to_push=data.validated_data.get("to_push"),
         )
+        sync_id = self.caller(request).sync_id
         return Response(
             self.OutputSerializer(
                 {
                     "batch_id": data.validated_data["batch_id"],
                     "applied": outcome.applied,
-                    "buffered": 0,
+                    "buffered": len(outcome.waiting),
                     "duplicate": outcome.duplicate,
                     "push": outcome.record.to_wire(),
+                    "rejected": set_aside_summary(outcome.rejected),
+                    "waiting": len(outcome.waiting),
+                    "stages": stage_counts(sync_id=sync_id),
                 }
             ).data
         )

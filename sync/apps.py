@@ -16,3 +16,11 @@ class SyncConfig(AppConfig):
         connection_created.connect(register_sqlite_function, dispatch_uid="sync_source_site")
         pre_migrate.connect(triggers_remove_sqlite, sender=self, dispatch_uid="sync_triggers_off")
         post_migrate.connect(triggers_reinstall, sender=self, dispatch_uid="sync_triggers")
+        post_migrate.connect(_rejected_retry, sender=self, dispatch_uid="sync_rejected_retry")
+
+
+def _rejected_retry(using: str = "default", **kwargs: object) -> None:
+    """After an upgrade, try the records the master set aside again: a fix may let them in."""
+    from .rejects import rejected_retry_all
+
+    rejected_retry_all(using=using)

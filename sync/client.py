@@ -48,6 +48,7 @@ class MasterClient:
         read_timeout: float = 120.0,
         retries: int = 0,
         protocol_version: int = PROTOCOL_VERSION,
+        to_push: int | None = None,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -68,6 +69,8 @@ class MasterClient:
         self._read_timeout = read_timeout
         self._retries = retries
         self.protocol_version = protocol_version
+        # Records this satellite has still to push, reported to the master at the handshake.
+        self.to_push = to_push
         self._connection: http.client.HTTPConnection | None = None
         self.bytes_sent = 0
         self.bytes_received = 0
@@ -213,7 +216,9 @@ class MasterClient:
         return self._shake(f"Key {self.key}")
 
     def _shake(self, credentials: str) -> dict[str, Any]:
-        body = {"sync_id": self.sync_id, "protocol_version": self.protocol_version}
+        body: dict[str, Any] = {"sync_id": self.sync_id, "protocol_version": self.protocol_version}
+        if self.to_push is not None:
+            body["to_push"] = self.to_push
         answer = self.request("POST", "handshake/", body=body, credentials=credentials)
         self.token = str(answer.get("token", ""))
         return answer
@@ -227,9 +232,10 @@ class MasterClient:
         start: str,
         end: str,
         digest: str,
+        to_push: int | None = None,
     ) -> dict[str, Any]:
         """Send one batch with its place in this satellite's push history (sync.push)."""
-        body = {
+        body: dict[str, Any] = {
             "batch_id": batch_id,
             "generation": generation,
             "start": start,
@@ -237,6 +243,8 @@ class MasterClient:
             "digest": digest,
             "changes": changes,
         }
+        if to_push is not None:
+            body["to_push"] = to_push
         return self.request("POST", "push/", body=body)
 
     def pull(

@@ -3,11 +3,11 @@ buffer for records whose parent has not arrived yet."""
 
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from django.db import connection, models, transaction
+from django.db import DatabaseError, connection, models, transaction
 
 from .capture import changes_from
 from .changes import ChangeSet, column_in, line_quantity_check, pk_in
@@ -432,3 +432,131 @@ def _foreign(table: SyncedTable, record_id: object, other_store: object) -> Owne
         f"{table.name} {record_id} belongs to store {other_store}, not to the store this "
         "satellite hosts: a satellite may push only its own store's data."
     )
+
+
+@dataclass
+class SetAside:
+    """A pushed record the master could not integrate, or one waiting for such a record."""
+
+    table_name: str
+    record_id: uuid.UUID
+    row: list[Any]
+    reason: str
+    awaited_table: str = ""
+    awaited_id: uuid.UUID | None = None
+
+
+@dataclass
+class IsolatedResult:
+    applied: int = 0
+    # Records applied, by table: a retry of what waits for them follows.
+    upserted: dict[str, set[uuid.UUID]] = field(default_factory=dict)
+    rejected: list[SetAside] = field(default_factory=list)
+    waiting: list[SetAside] = field(default_factory=list)
+
+
+def changeset_apply_isolated(
+    *, changeset: ChangeSet, source_site: int, held: dict[str, set[uuid.UUID]]
+) -> IsolatedResult:
+    """Apply a pushed changeset, setting aside each record the master's data refuses.
+
+    The whole changeset is tried at once first (the usual case: one statement per table). If
+    the database refuses it, each table's rows are applied in halves, each half in a savepoint,
+    down to the refused records, which are returned as rejected with the database's reason.
+    Records whose parent is rejected here, or already `held` (ids per table), wait with it. A
+    missing parent that is neither raises MissingParentError, and a refused delete raises the
+    database error: the caller refuses the whole batch for those.
+    """
+    with changes_from(source_site):
+        try:
+            with transaction.atomic():
+                applied, upserted, waiting = _apply_once(changeset, source_site)
+                if waiting:
+                    raise _Unsorted
+            return IsolatedResult(applied=applied, upserted=upserted)
+        except (DatabaseError, _Unsorted):
+            pass
+        result = IsolatedResult()
+        for table in reversed(SYNCED_TABLES):
+            ids = changeset.deletes.get(table.name)
+            if ids:
+                _delete(table, ids)
+                result.applied += len(ids)
+        blocked = {name: set(ids) for name, ids in held.items()}
+        for table in SYNCED_TABLES:
+            rows = changeset.rows(table)
+            if not rows:
+                continue
+            ready, wires = _ready_rows(table, rows, changeset.upserts[table.name], blocked, result)
+            applied_ids = _bisect(table, ready, wires, result)
+            result.upserted[table.name] = applied_ids
+            blocked.setdefault(table.name, set()).update({row[0] for row in rows} - applied_ids)
+    return result
+
+
+class _Unsorted(Exception):
+    """Some record of the changeset waits: sort the changeset record by record."""
+
+
+def _ready_rows(
+    table: SyncedTable,
+    rows: list[list[Any]],
+    wires: list[list[Any]],
+    blocked: dict[str, set[uuid.UUID]],
+    result: IsolatedResult,
+) -> tuple[list[list[Any]], list[list[Any]]]:
+    """The rows whose parents are here; the others wait for a blocked parent (or raise)."""
+    ready, ready_wires = [], []
+    missing: dict[int, tuple[SyncedTable, set[uuid.UUID]]] = {}
+    for column, parent in table.foreign_keys:
+        position = table.position(column)
+        wanted = {row[position] for row in rows} - {None}
+        absent = wanted - _existing_ids(parent, wanted)
+        if absent:
+            missing[position] = (parent, absent)
+    for row, wire in zip(rows, wires, strict=True):
+        at = next((p for p, (_, ids) in missing.items() if row[p] in ids), None)
+        if at is None:
+            ready.append(row)
+            ready_wires.append(wire)
+            continue
+        parent = missing[at][0]
+        if row[at] not in blocked.get(parent.name, set()):
+            raise MissingParentError(
+                f"{table.name} {row[0]} points at a record the master does not hold "
+                f"({table.field_names[at]} {row[at]})"
+            )
+        result.waiting.append(
+            SetAside(
+                table_name=table.name,
+                record_id=row[0],
+                row=wire,
+                reason=f"waits for {parent.name} {row[at]}, which the master set aside",
+                awaited_table=parent.name,
+                awaited_id=row[at],
+            )
+        )
+    return ready, ready_wires
+
+
+def _bisect(
+    table: SyncedTable, rows: list[list[Any]], wires: list[list[Any]], result: IsolatedResult
+) -> set[uuid.UUID]:
+    """Apply `rows` in savepoints, halving what the database refuses; returns the applied ids."""
+    if not rows:
+        return set()
+    try:
+        with transaction.atomic():
+            _move_aside(table, rows)
+            _upsert(table, rows)
+    except DatabaseError as error:
+        if len(rows) == 1:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            result.rejected.append(SetAside(table.name, rows[0][0], wires[0], reason))
+            return set()
+        half = len(rows) // 2
+        return _bisect(table, rows[:half], wires[:half], result) | _bisect(
+            table, rows[half:], wires[half:], result
+        )
+    result.applied += len(rows)
+    return {row[0] for row in rows}

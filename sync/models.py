@@ -1,5 +1,7 @@
 """Local synchronisation state of a site: preferences, peers, unlock attempts."""
 
+from typing import Any
+
 from django.conf import settings
 from django.contrib.auth.hashers import check_password, make_password
 from django.core.exceptions import ValidationError
@@ -272,6 +274,16 @@ class PeerState(models.Model):
     last_success_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     records_received = models.BigIntegerField(default=0)
+    # The stages of a satellite's records (sync.rejects.stage_counts). On the master: records
+    # it integrated from the satellite, and the satellite's last report of what it still has to
+    # push. On a satellite: the master's last report of its figures.
+    records_integrated = models.BigIntegerField(default=0)
+    records_to_push = models.BigIntegerField(default=0)
+    reported_acknowledged = models.BigIntegerField(default=0)
+    reported_integrated = models.BigIntegerField(default=0)
+    reported_waiting = models.BigIntegerField(default=0)
+    reported_rejected = models.BigIntegerField(default=0)
+    reported_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"State of {self.peer}"
@@ -368,6 +380,49 @@ class BufferedRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.table_name} {self.record_id} waiting: {self.error}"
+
+
+class HeldStatus(models.TextChoices):
+    REJECTED = "rejected", "Rejected"
+    WAITING = "waiting", "Waiting for a rejected record"
+
+
+class RejectedRecord(models.Model):
+    """On the master: a pushed record it could not integrate, set aside with the reason, or one
+    that waits for such a record (a line of a rejected transaction). Retried after every
+    integration of its satellite; an administrator may retry it now or discard it with a note."""
+
+    sync_id = models.PositiveSmallIntegerField("Sync ID")
+    table_name = models.CharField("Table", max_length=63)
+    record_id = models.UUIDField("Record")
+    row = models.JSONField()
+    status = models.CharField(max_length=10, choices=HeldStatus.choices)
+    reason = models.TextField()
+    awaited_table = models.CharField(max_length=63, blank=True)
+    awaited_id = models.UUIDField(null=True, blank=True)
+    received_at = models.DateTimeField(auto_now_add=True)
+    retried_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=1)
+
+    class Meta:
+        ordering = ["sync_id", "received_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["sync_id", "table_name", "record_id"], name="rejected_record_once"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.table_name} {self.record_id} from satellite {self.sync_id}"
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The record's values by field name, as the satellite sent them."""
+        from .registry import TABLES_BY_NAME
+
+        table = TABLES_BY_NAME.get(self.table_name)
+        names = table.field_names if table else [str(i) for i in range(len(self.row))]
+        return dict(zip(names, self.row, strict=False))
 
 
 class AuthFailure(models.Model):

@@ -10,7 +10,7 @@ sync.heal) and opens the next generation.
 """
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import DatabaseError, transaction
@@ -21,9 +21,11 @@ from stores.models import Store
 from .changes import ChangeSet, Cursor, WireError
 from .errors import ErrorCode, SyncError
 from .integration import (
+    IsolatedResult,
     MissingParentError,
     OwnershipError,
-    changeset_apply,
+    SetAside,
+    changeset_apply_isolated,
     changeset_check_line_quantities,
     changeset_check_ownership,
 )
@@ -36,6 +38,7 @@ from .models import (
     SyncStep,
     SyncTrigger,
 )
+from .rejects import held_ids, held_merge, held_store, set_aside_summary
 
 logger = logging.getLogger(__name__)
 
@@ -100,17 +103,27 @@ class PushOutcome:
     applied: int
     duplicate: bool
     record: PushRecord
+    # This batch's records (or earlier ones retried with it) that the master set aside.
+    rejected: list[SetAside] = field(default_factory=list)
+    waiting: list[SetAside] = field(default_factory=list)
 
 
 def push_batch_apply(
-    *, peer: SyncPeer, batch_id: str, record: PushRecord, changeset: ChangeSet
+    *,
+    peer: SyncPeer,
+    batch_id: str,
+    record: PushRecord,
+    changeset: ChangeSet,
+    to_push: int | None = None,
 ) -> PushOutcome:
     """Apply one batch of `peer`'s store data on the master, atomically, in order and once.
 
     A batch already applied is acknowledged as a duplicate and changes nothing; its id sent
     with other changes raises SyncError `batch_id_reused` (409). A batch older than the
     last one applied raises SyncError `stale_batch` (409), carrying the master's record so
-    the satellite can tell whether it may count the batch as acknowledged.
+    the satellite can tell whether it may count the batch as acknowledged. A record the
+    master's data refuses is set aside (sync.rejects) and the rest applied. `to_push` is the
+    satellite's report of the records it still has to push after this batch.
     """
     store = peer_store(peer)
     digest = changeset.digest()
@@ -125,9 +138,11 @@ def push_batch_apply(
         )
         if known is not None:
             _ensure_same_batch(peer, batch_id, known, digest)
+            if to_push is not None:
+                PeerState.objects.filter(pk=state.pk).update(records_to_push=to_push)
             return PushOutcome(0, True, applied)
         _ensure_in_order(peer, record, applied)
-        count = _apply(peer, store, changeset)
+        result = _apply(peer, store, changeset)
         AppliedBatch.objects.create(
             sync_id=peer.sync_id, batch_id=batch_id, records=len(changeset), digest=digest
         )
@@ -138,8 +153,13 @@ def push_batch_apply(
         state.push_txid, state.push_seq = record.end
         state.push_digest = record.digest
         state.records_received += len(changeset)
+        state.records_integrated += result.applied
+        if to_push is not None:
+            state.records_to_push = to_push
         state.save(
             update_fields=[
+                "records_integrated",
+                "records_to_push",
                 "push_generation",
                 "push_start_txid",
                 "push_start_seq",
@@ -149,7 +169,7 @@ def push_batch_apply(
                 "records_received",
             ]
         )
-    return PushOutcome(count, False, record)
+    return PushOutcome(result.applied, False, record, result.rejected, result.waiting)
 
 
 def _ensure_same_batch(peer: SyncPeer, batch_id: str, known: str, digest: str) -> None:
@@ -190,7 +210,7 @@ def _ensure_in_order(peer: SyncPeer, record: PushRecord, applied: PushRecord) ->
     )
 
 
-def _apply(peer: SyncPeer, store: Store, changeset: ChangeSet) -> int:
+def _apply(peer: SyncPeer, store: Store, changeset: ChangeSet) -> IsolatedResult:
     try:
         changeset_check_ownership(changeset=changeset, store_id=store.pk)
     except OwnershipError as error:
@@ -199,8 +219,11 @@ def _apply(peer: SyncPeer, store: Store, changeset: ChangeSet) -> int:
         changeset_check_line_quantities(changeset=changeset)
     except WireError as error:
         raise SyncError(ErrorCode.MALFORMED, str(error)) from error
+    merged = held_merge(sync_id=peer.sync_id, changeset=changeset, store_id=store.pk)
     try:
-        return changeset_apply(changeset=changeset, source_site=peer.sync_id, buffer=False).applied
+        result = changeset_apply_isolated(
+            changeset=merged, source_site=peer.sync_id, held=held_ids(peer.sync_id)
+        )
     except MissingParentError as error:
         raise SyncError(
             ErrorCode.MISSING_PARENT,
@@ -209,14 +232,24 @@ def _apply(peer: SyncPeer, store: Store, changeset: ChangeSet) -> int:
             "database on one of the servers: send both servers' logs to your support team.",
         ) from error
     except DatabaseError as error:
-        # A row the master's constraints refuse needs a typed answer: a satellite reads a 500
-        # page as a wrong URL.
+        # Only a refused delete gets here (a refused upsert is set aside): a typed answer, as
+        # a satellite reads a 500 page as a wrong URL.
         raise SyncError(
             ErrorCode.REJECTED_RECORD,
-            f"The master refused a record of this batch: {error}. Nothing of it was applied, "
+            f"The master refused a deletion in this batch: {error}. Nothing of it was applied, "
             "and this satellite's other changes wait behind it; master data still arrives. Send "
             "both servers' logs to your support team.",
         ) from error
+    held_store(sync_id=peer.sync_id, result=result)
+    if result.rejected:
+        logger.warning(
+            "Satellite %s: %s records set aside as rejected, %s waiting for them; first: %s",
+            peer.sync_id,
+            len(result.rejected),
+            len(result.waiting),
+            set_aside_summary(result.rejected)[0],
+        )
+    return result
 
 
 def _history_opened(peer: SyncPeer, record: PushRecord, applied: PushRecord) -> None:

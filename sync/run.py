@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from .changes import ChangePage, Cursor, changes_page, changes_since, range_digest
 from .client import MasterClient, PulledPage
-from .errors import ErrorCode, SyncError
+from .errors import REMEDIES, ErrorCode, SyncError
 from .heal import store_heal
 from .integration import changeset_apply
 from .keys import satellite_key_keep, satellite_password_forget
@@ -37,7 +37,7 @@ from .protocol import PROTOCOL_VERSION
 from .prune import REINITIALISE_REQUIRED
 from .push import PushRecord
 from .registry import LOCAL_STORE_DATA_SCOPE
-from .selectors import preferences_get
+from .selectors import preferences_get, unpushed_records_count
 
 logger = logging.getLogger(__name__)
 
@@ -276,8 +276,10 @@ def connection_test() -> str:
 def _handshake(run: Run, client: MasterClient, state: PeerState) -> PushRecord:
     """Introduce this satellite; returns the master's record of its push history."""
     run.step(SyncStep.HANDSHAKE)
+    client.to_push = unpushed_records_count(state)
     answer = client.handshake()
     satellite_password_forget()
+    _stages_keep(state, answer)
     state.auth_token = client.token
     state.hosted_store_id = answer["store"]["id"]
     state.last_contact_at = timezone.now()
@@ -383,15 +385,16 @@ def _push_batches(run: Run, client: MasterClient, state: PeerState, master: Push
     # A new history is opened on the master even when there is nothing to send.
     opening = state.push_generation > master.generation
 
-    def send(page: ChangePage) -> None:
+    def send(page: ChangePage) -> dict[str, Any]:
         changes = page.changeset.to_wire()
-        client.push(
+        return client.push(
             batch_id=push_batch_id(client.sync_id, page.start, page.end, changes),
             changes=changes,
             generation=state.push_generation,
             start=str(page.start),
             end=str(page.end),
             digest=page.digest,
+            to_push=page.remaining,
         )
 
     # While the master applies one batch, the next one is read here.
@@ -406,7 +409,9 @@ def _push_batches(run: Run, client: MasterClient, state: PeerState, master: Push
             opening = False
             sent = sender.submit(send, page)
             following = changes_page(page.end, LOCAL_STORE_DATA_SCOPE, settings.SYNC_BATCH_SIZE)
-            sent.result()
+            answer = sent.result()
+            _stages_keep(state, answer)
+            _rejections_note(run, answer)
             # Only an acknowledged batch moves the cursor; a lost answer means the same batch.
             state.push_txid, state.push_seq = page.end
             state.save(update_fields=["push_txid", "push_seq"])
@@ -416,6 +421,41 @@ def _push_batches(run: Run, client: MasterClient, state: PeerState, master: Push
             page = following
     finally:
         sender.shutdown(wait=False, cancel_futures=True)
+
+
+def _stages_keep(state: PeerState, answer: dict[str, Any]) -> None:
+    """Keep the master's report of this satellite's records by stage, as it stands now."""
+    stages = answer.get("stages")
+    if not isinstance(stages, dict):
+        return  # a master of an older release
+    try:
+        figures = {
+            f"reported_{stage}": int(stages[stage])
+            for stage in ("acknowledged", "integrated", "waiting", "rejected")
+        }
+    except (KeyError, TypeError, ValueError):
+        return
+    PeerState.objects.filter(pk=state.pk).update(**figures, reported_at=timezone.now())
+
+
+def _rejections_note(run: Run, answer: dict[str, Any]) -> None:
+    """Say in the run's log which records the master set aside, and what to do."""
+    rejected = answer.get("rejected") or []
+    waiting = int(answer.get("waiting") or 0)
+    if not rejected and not waiting:
+        return
+    named = "; ".join(
+        f"{entry.get('table')} {entry.get('id')}: {entry.get('reason')}"
+        for entry in rejected
+        if isinstance(entry, dict)
+    )
+    run.log.error_code = ErrorCode.REJECTED_RECORD
+    run.notes.append(
+        f"The master set aside {len(rejected)} record(s) of a batch it could not integrate"
+        + (f" ({named})" if named else "")
+        + (f", and {waiting} record(s) wait for them" if waiting else "")
+        + f". The rest of the batch was applied. {REMEDIES[ErrorCode.REJECTED_RECORD]}"
+    )
 
 
 def _pull(run: Run, client: MasterClient, state: PeerState) -> None:

@@ -57,6 +57,20 @@ def pending_changes_count(state: PeerState | None) -> int:
     return changes_since(cursor, LOCAL_STORE_DATA_SCOPE).count()
 
 
+def unpushed_records_count(state: PeerState | None) -> int:
+    """Records (each counted once) with local store-data changes not yet acknowledged."""
+    from .changes import Cursor, changes_since
+
+    cursor = Cursor(state.push_txid, state.push_seq) if state else Cursor()
+    return (
+        changes_since(cursor, LOCAL_STORE_DATA_SCOPE)
+        .values("table_name", "record_id")
+        .distinct()
+        .order_by()
+        .count()
+    )
+
+
 def hosted_store_id() -> uuid.UUID | None:
     """On a satellite, the store it hosts as the master named it; None before the first sync."""
     return (
