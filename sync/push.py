@@ -38,6 +38,7 @@ from .models import (
     SyncStep,
     SyncTrigger,
 )
+from .registry import SYNCED_TABLES
 from .rejects import held_ids, held_merge, held_store, set_aside_summary
 
 logger = logging.getLogger(__name__)
@@ -169,7 +170,16 @@ def push_batch_apply(
                 "records_received",
             ]
         )
-    return PushOutcome(result.applied, False, record, result.rejected, result.waiting)
+    # The answer names this batch's records set aside; earlier ones retried with it are in
+    # the stage counts.
+    pushed = {(table.name, row[0]) for table in SYNCED_TABLES for row in changeset.rows(table)}
+    return PushOutcome(
+        result.applied,
+        False,
+        record,
+        [aside for aside in result.rejected if (aside.table_name, aside.record_id) in pushed],
+        [aside for aside in result.waiting if (aside.table_name, aside.record_id) in pushed],
+    )
 
 
 def _ensure_same_batch(peer: SyncPeer, batch_id: str, known: str, digest: str) -> None:

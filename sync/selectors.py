@@ -102,6 +102,7 @@ def sync_status(recent: int = 10) -> dict[str, Any]:
                 "last_success_at": state.last_success_at if state else None,
                 **_trouble(peer, preferences.is_master),
                 "records_received": state.records_received if state else 0,
+                "stages": peer_stages(peer, state, preferences.is_master),
                 "push_cursor": f"{state.push_txid}.{state.push_seq}" if state else "0.0",
                 "pull_cursor": f"{state.pull_txid}.{state.pull_seq}" if state else "0.0",
                 "initialised": state.initialised if state else False,
@@ -133,6 +134,24 @@ def sync_status(recent: int = 10) -> dict[str, Any]:
                 "message",
             )[:recent]
         ),
+    }
+
+
+def peer_stages(peer: SyncPeer, state: PeerState | None, is_master: bool) -> dict[str, Any]:
+    """A satellite's records by stage, the same figures on both sides: each stage is counted
+    by the side that owns it (the satellite what it has to push, the master the rest) and
+    reported to the other at every exchange."""
+    if is_master:
+        from .rejects import stage_counts
+
+        return stage_counts(sync_id=peer.sync_id)
+    return {
+        "to_push": unpushed_records_count(state),
+        "acknowledged": state.reported_acknowledged if state else 0,
+        "integrated": state.reported_integrated if state else 0,
+        "waiting": state.reported_waiting if state else 0,
+        "rejected": state.reported_rejected if state else 0,
+        "reported_at": state.reported_at if state else None,
     }
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from msupply.sites import ROOT, Cluster
+from msupply.sites import ROOT, Cluster, Site
 from tests.sync.realsites import satellite_key
 
 pytestmark = pytest.mark.servers
@@ -102,23 +102,56 @@ services.transaction_create(
 """
 
 
-def test_a_push_the_master_refuses_does_not_stop_master_data_arriving(cluster: Cluster) -> None:
+def stages(site: Site, sync_id: int) -> dict[str, int]:
+    """The site's figures of satellite `sync_id`'s records by stage (sync_status --json)."""
+    peers = site.manage_json("sync_status", "--json")["peers"]
+    peer = next(p for p in peers if p["sync_id"] == sync_id)
+    return {stage: peer["stages"][stage] for stage in STAGES}
+
+
+STAGES = ("to_push", "acknowledged", "integrated", "waiting", "rejected")
+
+
+def test_a_transaction_the_master_refuses_is_set_aside_and_goes_in_once_allowed(
+    cluster: Cluster,
+) -> None:
     master, satellite = cluster.master, cluster.satellites[0]
     master.manage("shell", "--no-imports", "-c", REFUSE_TRANSACTIONS)
     try:
         satellite.manage("shell", "--no-imports", "-c", NEW_DRAFT)
+        satellite.manage("shell", "--no-imports", "-c", NEW_DRAFT.replace("B1", "B2"))
         master.manage("shell", "--no-imports", "-c", CREATE_ITEM.replace("ORS-1L", "ORS-2L"))
-        failed = satellite.manage_json("sync_now", check=False)
-        assert (failed["result"], failed["error_code"]) == ("failure", "rejected_record")
-        assert "Master data was still received" in failed["message"]
-        assert failed["records_pushed"] == 0
+        run = satellite.manage_json("sync_now", check=False)
+        # Both drafts were pushed and acknowledged; the master set them aside, their lines
+        # wait with them, and the satellite's log says so and what to do.
+        assert (run["result"], run["error_code"]) == ("success", "rejected_record")
+        assert "set aside 2 record(s)" in run["message"]
+        assert "hand-made trigger" in run["message"]
+        assert "Rejected records" in run["message"]
+        assert run["records_pushed"] == 4
         assert satellite.sql("SELECT COUNT(*) FROM stores_item WHERE code = 'ORS-2L'") == [(1,)]
+        aside = master.sql("SELECT status, COUNT(*) FROM sync_rejectedrecord GROUP BY status")
+        assert sorted(aside) == [("rejected", 2), ("waiting", 2)]
+        sync_id = satellite_sync_id(satellite)
+        assert stages(master, sync_id) == stages(satellite, sync_id)
+        assert stages(master, sync_id)["rejected"] == 2
+        assert master.manage_json("sync_status", "--json")["peers"][0]["last_error_code"] == ""
     finally:
         master.manage("shell", "--no-imports", "-c", DROP_REFUSAL)
-    assert satellite.manage_json("sync_now")["records_pushed"] == 2
+    # The next contact retries them: nothing to push, yet they go in.
+    assert satellite.manage_json("sync_now")["records_pushed"] == 0
+    assert master.sql("SELECT COUNT(*) FROM sync_rejectedrecord") == [(0,)]
     assert master.sql("SELECT COUNT(*) FROM stores_transaction") == satellite.sql(
         "SELECT COUNT(*) FROM stores_transaction"
     )
+    figures = stages(master, sync_id)
+    assert figures == stages(satellite, sync_id)
+    assert (figures["waiting"], figures["rejected"], figures["to_push"]) == (0, 0, 0)
+    assert figures["integrated"] == figures["acknowledged"]
+
+
+def satellite_sync_id(satellite: Site) -> int:
+    return int(satellite.manage_json("sync_status", "--json")["sync_id"])
 
 
 @pytest.fixture
