@@ -7,6 +7,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator, URLVali
 from django.db import models
 from django.db.models import Q
 
+from .display import local_time_text
 from .registry import LOCAL_STORE_DATA_SCOPE, MASTER_DATA_SCOPE
 
 MASTER_SYNC_ID = 1
@@ -314,7 +315,8 @@ class SyncLog(models.Model):
         ordering = ["-started_at"]
 
     def __str__(self) -> str:
-        return f"Sync with {self.peer_sync_id} at {self.started_at}: {self.result}"
+        when = local_time_text(self.started_at)
+        return f"Sync with {self.peer_sync_id} at {when}: {self.get_result_display()}"
 
 
 class AppliedBatch(models.Model):
@@ -443,7 +445,8 @@ class SyncExchange(models.Model):
         indexes = [models.Index(fields=["sync_id", "started_at"], name="exchange_satellite")]
 
     def __str__(self) -> str:
-        return f"{self.endpoint} from {self.sync_id} at {self.started_at}: {self.result}"
+        endpoint, when = self.get_endpoint_display(), local_time_text(self.started_at)
+        return f"{endpoint} from {self.sync_id} at {when}: {self.get_result_display()}"
 
 
 class SyncRequest(models.Model):
