@@ -16,6 +16,7 @@ from django.http import (
     HttpResponseNotAllowed,
     HttpResponseRedirect,
 )
+from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import formats, timezone
@@ -644,7 +645,6 @@ class SyncLogAdmin(SyncRecordAdmin):
         "peer",
         "trigger",
         "coloured_result",
-        "step",
         "duration",
         "records",
         "error",
@@ -704,10 +704,7 @@ class SyncExchangeAdmin(SyncRecordAdmin):
         "endpoint",
         "coloured_result",
         "duration",
-        "records",
-        "bytes_in",
-        "bytes_out",
-        "address",
+        "traffic",
         "error",
     ]
     list_filter = ["sync_id", "endpoint", "result", "started_at", "error_code"]
@@ -730,6 +727,13 @@ class SyncExchangeAdmin(SyncRecordAdmin):
     @admin.display(description="Duration", ordering="duration_ms")
     def duration(self, exchange: SyncExchange) -> str:
         return duration_text(timedelta(milliseconds=exchange.duration_ms))
+
+    @admin.display(description="Data")
+    def traffic(self, exchange: SyncExchange) -> str:
+        return (
+            f"{exchange.records} records, {filesizeformat(exchange.bytes_in)} in, "
+            f"{filesizeformat(exchange.bytes_out)} out"
+        )
 
 
 @admin.register(AuthFailure)

@@ -146,9 +146,17 @@ def test_sync_log_page_title_names_run_and_zone(
 
 
 def test_exchange_list_shows_durations_local_times_and_the_error(admin_client: Client) -> None:
-    SyncExchangeFactory(started_at=STARTED, duration_ms=2400, message=LONG_MESSAGE)
+    SyncExchangeFactory(
+        started_at=STARTED,
+        duration_ms=2400,
+        message=LONG_MESSAGE,
+        records=4,
+        bytes_in=2048,
+        bytes_out=0,
+    )
     page = admin_client.get(reverse("admin:sync_syncexchange_changelist")).content.decode()
     assert "2026-03-09 11:03:22 UTC" in page
     assert "2.4 s" in page
+    assert "4 records, 2.0\xa0KB in, 0\xa0bytes out" in page
     assert_short_error(page, "wrong_credentials")
     assert 'class="sync-badge sync-error"' in page
