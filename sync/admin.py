@@ -16,23 +16,26 @@ from django.http import (
     HttpResponseNotAllowed,
     HttpResponseRedirect,
 )
+from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import formats, timezone
 from django.utils.decorators import method_decorator
 from django.utils.html import format_html
+from django.utils.text import Truncator
 from django.views.decorators.debug import sensitive_post_parameters
 
 from . import keys, selectors, services
+from .display import duration_text, local_time_text
 from .errors import SyncError
 from .models import (
     AuthFailure,
     BufferedRecord,
-    ExchangeResult,
     SyncExchange,
     SyncLog,
     SyncPeer,
     SyncPreferences,
+    SyncResult,
     SyncTrigger,
 )
 from .run import connection_test
@@ -589,22 +592,99 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+# Keyed by value: sync logs (SyncResult) and exchanges (ExchangeResult) share them.
+RESULT_COLOURS = {
+    SyncResult.SUCCESS: "ok",
+    SyncResult.FAILURE: "error",
+    SyncResult.RUNNING: "running",
+}
+# Enough of a message for its gist in one or two lines on a 1366 px laptop; the whole message is
+# the cell's tooltip and on the record's own page.
+ERROR_MESSAGE_CHARS = 90
+
+
+class SyncRecordAdmin(ReadOnlyAdmin):
+    """A list of sync records (runs or exchanges): local times, coloured results, short errors."""
+
+    search_fields = ["message", "error_code"]
+    date_hierarchy = "started_at"
+
+    class Media:
+        css = {"all": ["reports/reports.css", "sync/admin.css"]}
+
+    @admin.display(description="Started", ordering="started_at")
+    def started(self, record: SyncLog | SyncExchange) -> str:
+        return local_time_text(record.started_at)
+
+    @admin.display(description="Result", ordering="result")
+    def coloured_result(self, record: SyncLog | SyncExchange) -> str:
+        return format_html(
+            '<span class="sync-badge sync-{}">{}</span>',
+            RESULT_COLOURS[SyncResult(record.result)],
+            record.get_result_display(),
+        )
+
+    @admin.display(description="Error")
+    def error(self, record: SyncLog | SyncExchange) -> str:
+        if not record.error_code and not record.message:
+            return "-"
+        return format_html(
+            '<span class="sync-error-code">{}</span> <span title="{}">{}</span>',
+            record.error_code,
+            record.message,
+            Truncator(record.message).chars(ERROR_MESSAGE_CHARS),
+        )
+
+
 @admin.register(SyncLog)
-class SyncLogAdmin(ReadOnlyAdmin):
+class SyncLogAdmin(SyncRecordAdmin):
+    """Every sync run of this site, filterable by peer, result, trigger and date."""
+
     list_display = [
-        "started_at",
+        "started",
+        "peer",
+        "trigger",
+        "coloured_result",
+        "duration",
+        "records",
+        "error",
+    ]
+    list_filter = ["peer_sync_id", "result", "trigger", "started_at", "error_code"]
+    fields = [
         "peer_sync_id",
-        "result",
+        "trigger",
+        "request_id",
+        "started",
+        "ended",
+        "duration",
         "step",
+        "coloured_result",
         "records_pushed",
         "records_pulled",
         "bytes_sent",
         "bytes_received",
         "error_code",
+        "message",
     ]
-    list_filter = ["result", "peer_sync_id", "started_at", "error_code"]
-    search_fields = ["message", "error_code"]
-    date_hierarchy = "started_at"
+    readonly_fields = ["started", "ended", "duration", "coloured_result"]
+
+    @admin.display(description="Peer", ordering="peer_sync_id")
+    def peer(self, log: SyncLog) -> int:
+        return log.peer_sync_id
+
+    @admin.display(description="Ended")
+    def ended(self, log: SyncLog) -> str:
+        return local_time_text(log.ended_at) if log.ended_at else "-"
+
+    @admin.display(description="Duration")
+    def duration(self, log: SyncLog) -> str:
+        if log.ended_at is None:
+            return "running"
+        return duration_text(log.ended_at - log.started_at)
+
+    @admin.display(description="Records")
+    def records(self, log: SyncLog) -> str:
+        return f"{log.records_pushed} pushed, {log.records_pulled} pulled"
 
 
 @admin.register(BufferedRecord)
@@ -614,43 +694,46 @@ class BufferedRecordAdmin(ReadOnlyAdmin):
     search_fields = ["record_id", "error"]
 
 
-RESULT_COLOURS = {ExchangeResult.SUCCESS: "ok", ExchangeResult.FAILURE: "error"}
-
-
 @admin.register(SyncExchange)
-class SyncExchangeAdmin(ReadOnlyAdmin):
+class SyncExchangeAdmin(SyncRecordAdmin):
     """On the master: every request a satellite made, refused or not."""
 
     list_display = [
-        "started_at",
+        "started",
         "sync_id",
         "endpoint",
         "coloured_result",
-        "error_code",
+        "duration",
+        "traffic",
+        "error",
+    ]
+    list_filter = ["sync_id", "endpoint", "result", "started_at", "error_code"]
+    fields = [
+        "sync_id",
+        "peer",
+        "endpoint",
+        "started",
+        "duration",
+        "coloured_result",
         "records",
         "bytes_in",
         "bytes_out",
-        "duration",
         "address",
+        "error_code",
+        "message",
     ]
-    list_filter = ["sync_id", "endpoint", "result", "error_code"]
-    search_fields = ["message"]
-    date_hierarchy = "started_at"
-
-    class Media:
-        css = {"all": ["reports/reports.css"]}
-
-    @admin.display(description="Result", ordering="result")
-    def coloured_result(self, exchange: SyncExchange) -> str:
-        return format_html(
-            '<span class="sync-badge sync-{}">{}</span>',
-            RESULT_COLOURS[ExchangeResult(exchange.result)],
-            exchange.get_result_display(),
-        )
+    readonly_fields = ["started", "duration", "coloured_result"]
 
     @admin.display(description="Duration", ordering="duration_ms")
     def duration(self, exchange: SyncExchange) -> str:
-        return f"{exchange.duration_ms} ms"
+        return duration_text(timedelta(milliseconds=exchange.duration_ms))
+
+    @admin.display(description="Data")
+    def traffic(self, exchange: SyncExchange) -> str:
+        return (
+            f"{exchange.records} records, {filesizeformat(exchange.bytes_in)} in, "
+            f"{filesizeformat(exchange.bytes_out)} out"
+        )
 
 
 @admin.register(AuthFailure)

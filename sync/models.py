@@ -9,6 +9,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator, URLVali
 from django.db import models
 from django.db.models import Q
 
+from .display import local_time_text
 from .errors import ErrorCode
 from .registry import LOCAL_STORE_DATA_SCOPE, MASTER_DATA_SCOPE
 
@@ -334,7 +335,8 @@ class SyncLog(models.Model):
         ordering = ["-started_at"]
 
     def __str__(self) -> str:
-        return f"Sync with {self.peer_sync_id} at {self.started_at}: {self.result}"
+        when = local_time_text(self.started_at)
+        return f"Sync with {self.peer_sync_id} at {when}: {self.get_result_display()}"
 
 
 class AppliedBatch(models.Model):
@@ -506,7 +508,8 @@ class SyncExchange(models.Model):
         indexes = [models.Index(fields=["sync_id", "started_at"], name="exchange_satellite")]
 
     def __str__(self) -> str:
-        return f"{self.endpoint} from {self.sync_id} at {self.started_at}: {self.result}"
+        endpoint, when = self.get_endpoint_display(), local_time_text(self.started_at)
+        return f"{endpoint} from {self.sync_id} at {when}: {self.get_result_display()}"
 
 
 class SyncRequest(models.Model):
