@@ -173,8 +173,12 @@ def _when(moment: datetime | None, *, now: datetime) -> str:
 
 def _duration(span: timedelta) -> str:
     minutes = int(span.total_seconds() // 60)
-    if minutes < 120:
-        return f"{minutes} minutes"
-    if minutes < 48 * 60:
-        return f"{minutes // 60} hours"
-    return f"{minutes // (24 * 60)} days"
+    if minutes >= 48 * 60:
+        return _count(minutes // (24 * 60), "day")
+    if minutes >= 120:
+        return _count(minutes // 60, "hour")
+    return _count(minutes, "minute")
+
+
+def _count(number: int, unit: str) -> str:
+    return f"{number} {unit}" if number == 1 else f"{number} {unit}s"
