@@ -167,8 +167,8 @@ def alert_body(peer: SyncPeer, *, alert: Alert, stale_after: timedelta, now: dat
 def _when(moment: datetime | None, *, now: datetime) -> str:
     if moment is None:
         return "never"
-    local = timezone.localtime(moment)
-    return f"{local:%Y-%m-%d %H:%M %Z} ({_duration(now - moment)} ago)"
+    ago = "just now" if now - moment < timedelta(minutes=1) else f"{_duration(now - moment)} ago"
+    return f"{timezone.localtime(moment):%Y-%m-%d %H:%M %Z} ({ago})"
 
 
 def _duration(span: timedelta) -> str:
