@@ -129,6 +129,12 @@ def test_stale_threshold_follows_the_satellites_interval(
     assert len(mailoutbox) == 2
 
 
+def test_sync_peer_sets_the_interval_alerts_use(peer: SyncPeer) -> None:
+    call_command("sync_peer", "update", "--sync-id", "3", "--interval", "60", stdout=io.StringIO())
+    peer.refresh_from_db()
+    assert alert_stale_after(peer, preferences=preferences_get()) == timedelta(minutes=180)
+
+
 @pytest.mark.parametrize(
     ("satellite_minutes", "master_minutes", "stale_minutes"),
     [(10, 20, 30), (None, 20, 60), (0, 20, 15), (2, 20, 15)],
