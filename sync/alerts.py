@@ -147,15 +147,16 @@ def alert_body(peer: SyncPeer, *, alert: Alert, stale_after: timedelta, now: dat
     elif alert.state == AlertState.STALE:
         what = (
             f"{satellite} has had no complete sync with the master for over "
-            f"{_duration(stale_after)}. Check that "
-            "the satellite is running, online and has its Sync time interval set."
+            f"{_duration(stale_after)}. Check that the satellite is running and online, and "
+            "that its Sync time interval is not 0."
         )
     else:
         what = f"{satellite} is OK again: it syncs with the master (it was {alert.previous})."
     lines = [what, "", f"Last successful sync: {_when(last_success, now=now)}."]
-    error_code = getattr(peer, "last_error_code", None)
-    if error_code and alert.state != AlertState.OK:
-        lines.append(f"Last error: {error_code}: {getattr(peer, 'last_error_message', '')}")
+    # As in the Sync with list: an error the satellite has since synced past is not current.
+    if streak and alert.state != AlertState.OK:
+        error = f"{getattr(peer, 'last_error_code', '')}: {getattr(peer, 'last_error_message', '')}"
+        lines.append(f"Last error: {error}")
         lines.append(
             f"Last failed request: {_when(getattr(peer, 'last_failed_at', None), now=now)}."
         )

@@ -116,11 +116,15 @@ def test_stale_threshold_follows_the_satellites_interval(
 ) -> None:
     success_at = PeerState.objects.get(peer=peer).last_success_at
     assert success_at is not None
+    # An error it has since synced past is no longer current: the stale mail leaves it out.
+    SyncExchangeFactory(sync_id=3, started_at=success_at - timedelta(minutes=5))
+    SyncExchangeFactory(sync_id=3, result=ExchangeResult.SUCCESS, started_at=success_at)
     # Every 10 minutes, 3 intervals: stale after 30 minutes without a complete sync.
     assert alerts_send(now=success_at + timedelta(minutes=29)) == []
     assert states(alerts_send(now=success_at + timedelta(minutes=31))) == [(3, "ok", "stale")]
     assert mailoutbox[0].subject.endswith("has not synced for too long")
     assert "no complete sync with the master for over 30 minutes" in mailoutbox[0].body
+    assert "Last error" not in mailoutbox[0].body
 
     # A satellite that syncs hourly is not late yet at 31 minutes: back to OK.
     SyncPeer.objects.filter(pk=peer.pk).update(sync_interval_minutes=60)
