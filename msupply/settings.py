@@ -243,6 +243,37 @@ SYNC_APPLIED_BATCH_RETENTION_DAYS = env.int("SYNC_APPLIED_BATCH_RETENTION_DAYS",
 SYNC_PEER_RETENTION_DAYS = env.int("SYNC_PEER_RETENTION_DAYS", default=30)
 SYNC_PRUNE_BATCH_SIZE = env.int("SYNC_PRUNE_BATCH_SIZE", default=10000)
 
+# Alerts (sync.alerts, README "Alerts"): on the master, one e-mail to SYNC_ALERT_EMAILS when a
+# satellite has failed SYNC_ALERT_FAILURES requests in a row, or has had no successful sync for
+# SYNC_ALERT_STALE_INTERVALS of its Sync time intervals (never less than the minimum), and one
+# when it is OK again. No addresses: no alerts.
+SYNC_ALERT_EMAILS = env.list("SYNC_ALERT_EMAILS", default=[])
+SYNC_ALERT_FAILURES = env.int("SYNC_ALERT_FAILURES", default=3)
+SYNC_ALERT_STALE_INTERVALS = env.int("SYNC_ALERT_STALE_INTERVALS", default=6)
+SYNC_ALERT_STALE_MINIMUM_MINUTES = env.int("SYNC_ALERT_STALE_MINIMUM_MINUTES", default=60)
+# This server's address as its users reach it, e.g. https://master.example.org: alerts link to
+# its Sync with list. Empty: they give the page's path only.
+SITE_URL = env("SITE_URL", default="")
+
+# E-mail: development prints messages on the console; production sends them through SMTP.
+# https://docs.djangoproject.com/en/5.2/topics/email/#smtp-backend
+EMAIL_BACKEND = env(
+    "EMAIL_BACKEND",
+    default="django.core.mail.backends.console.EmailBackend"
+    if DEBUG
+    else "django.core.mail.backends.smtp.EmailBackend",
+)
+EMAIL_HOST = env("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+# An alert is sent while its satellite's alert row is locked: a mail server that hangs must
+# not hold it for long.
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=20)
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="msupply-sync@localhost")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -131,6 +131,14 @@ class SyncPeer(models.Model):
     enabled = models.BooleanField(
         default=True, editable=False, help_text="A disabled satellite is refused by the master."
     )
+    # The handshake does not carry a satellite's interval, so the master is told it here.
+    sync_interval_minutes = models.PositiveIntegerField(
+        "Sync time interval",
+        null=True,
+        blank=True,
+        help_text="On the master: the satellite's own Sync time interval in minutes, which "
+        "alerts use to tell when it is late. Empty: this server's own Sync time interval.",
+    )
 
     class Meta:
         ordering = ["sync_id"]
@@ -522,3 +530,22 @@ class SyncRequest(models.Model):
 
     def __str__(self) -> str:
         return f"Sync now {self.request_id} queued at {self.queued_at}"
+
+
+class AlertState(models.TextChoices):
+    OK = "ok", "OK"
+    STALE = "stale", "Stale"
+    FAILING = "failing", "Failing"
+
+
+class SatelliteAlert(models.Model):
+    """On the master: the state a satellite was last alerted in, so a state is mailed once."""
+
+    peer = models.OneToOneField(
+        SyncPeer, on_delete=models.CASCADE, primary_key=True, related_name="alert"
+    )
+    state = models.CharField(max_length=10, choices=AlertState.choices, default=AlertState.OK)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.peer}: {self.get_state_display()}"

@@ -249,14 +249,20 @@ STALE_WARNING_AFTER = timedelta(days=1)
 STALE_ERROR_AFTER = timedelta(days=3)
 
 
-def sync_staleness(last_success_at: datetime | None, *, now: datetime | None = None) -> Staleness:
-    """Grade a peer's last successful sync: ok, warning after a day, error after three, never."""
+def sync_staleness(
+    last_success_at: datetime | None,
+    *,
+    now: datetime | None = None,
+    warning_after: timedelta = STALE_WARNING_AFTER,
+) -> Staleness:
+    """Grade a peer's last successful sync: ok, warning after a day (or `warning_after`), error
+    after three days (never before the warning), never."""
     if last_success_at is None:
         return "never"
     age = (now or timezone.now()) - last_success_at
-    if age > STALE_ERROR_AFTER:
+    if age > max(STALE_ERROR_AFTER, warning_after):
         return "error"
-    if age > STALE_WARNING_AFTER:
+    if age > warning_after:
         return "warning"
     return "ok"
 
@@ -338,12 +344,23 @@ def satellite_health_q(health: SatelliteHealth, *, now: datetime | None = None) 
     return not_failing & Q(state__last_success_at__gte=day_ago)
 
 
-def satellite_health(peer: SyncPeer, *, now: datetime | None = None) -> SatelliteHealth:
-    """One peers_with_exchanges() row's health, by the same rules as satellite_health_q."""
-    if getattr(peer, "last_result", None) == ExchangeResult.FAILURE:
+def satellite_health(
+    peer: SyncPeer,
+    *,
+    now: datetime | None = None,
+    stale_after: timedelta = STALE_WARNING_AFTER,
+    failures: int = 1,
+) -> SatelliteHealth:
+    """One peers_with_exchanges() row's health, by the same rules as satellite_health_q; alerts
+    (sync.alerts) pass their own thresholds: stale after `stale_after` without a complete sync,
+    failing once its latest `failures` exchanges (at least one) failed in a row."""
+    failing = getattr(peer, "last_result", None) == ExchangeResult.FAILURE
+    if failing and getattr(peer, "failure_streak", 0) >= failures:
         return "failing"
     state = getattr(peer, "state", None)
-    staleness = sync_staleness(state.last_success_at if state else None, now=now)
+    staleness = sync_staleness(
+        state.last_success_at if state else None, now=now, warning_after=stale_after
+    )
     if staleness == "never":
         return "never"
     return "ok" if staleness == "ok" else "stale"

@@ -100,6 +100,10 @@ def preferences_update(
 
 SYNC_SCHEDULE_NAME = "Sync with the master"
 PRUNE_SCHEDULE_NAME = "Prune sync history"
+ALERTS_SCHEDULE_NAME = "Send sync alerts"
+# Often enough that a failing satellite is reported within minutes; a run with nothing to send
+# is one query.
+ALERTS_EVERY_SECONDS = 5 * 60
 
 
 def sync_schedule_update(*, preferences: SyncPreferences) -> None:
@@ -107,9 +111,9 @@ def sync_schedule_update(*, preferences: SyncPreferences) -> None:
 
     django-celery-beat's database scheduler notices the change by itself, so nothing restarts.
     A satellite with an interval syncs every that many minutes; 0 pauses; the master never pulls.
-    Every site also gets the daily prune (sync.prune).
+    Every site also gets the daily prune (sync.prune); the master, alerts (sync.alerts).
     """
-    from .tasks import PRUNE_TASK, SYNC_TASK
+    from .tasks import ALERTS_TASK, PRUNE_TASK, SYNC_TASK
 
     enabled = not preferences.is_master and preferences.sync_interval_minutes > 0
     seconds = max(preferences.sync_interval_minutes, 1) * settings.SYNC_INTERVAL_UNIT_SECONDS
@@ -119,6 +123,12 @@ def sync_schedule_update(*, preferences: SyncPreferences) -> None:
     # Every site prunes daily, master and satellites alike (sync.prune).
     _periodic_task_keep(
         name=PRUNE_SCHEDULE_NAME, task_name=PRUNE_TASK, seconds=24 * 60 * 60, enabled=True
+    )
+    _periodic_task_keep(
+        name=ALERTS_SCHEDULE_NAME,
+        task_name=ALERTS_TASK,
+        seconds=ALERTS_EVERY_SECONDS,
+        enabled=preferences.is_master,
     )
 
 

@@ -24,6 +24,11 @@ class Command(BaseCommand):
         parser.add_argument("--name")
         parser.add_argument("--store", help="Code of the store that the server hosts.")
         parser.add_argument("--url", help="Full URL of the server.")
+        parser.add_argument(
+            "--interval",
+            type=int,
+            help="On the master: the satellite's Sync time interval in minutes (alerts use it).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["action"] == "add":
@@ -46,6 +51,7 @@ class Command(BaseCommand):
             name=options["name"],
             store_code=options["store"],
             url=options["url"],
+            sync_interval_minutes=options["interval"],
         )
         try:
             services.peer_save(peer=peer)
@@ -55,7 +61,13 @@ class Command(BaseCommand):
     def _update(self, options: dict[str, Any]) -> None:
         # Changing a server in place keeps its cursors; removing and adding it would start over.
         peer = self._peer(options, "update")
-        for flag, field in (("name", "name"), ("store", "store_code"), ("url", "url")):
+        fields = {
+            "name": "name",
+            "store": "store_code",
+            "url": "url",
+            "interval": "sync_interval_minutes",
+        }
+        for flag, field in fields.items():
             if options[flag] is not None:
                 setattr(peer, field, options[flag])
         try:
