@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('sync', '0012_retention'),
+        ('sync', '0014_rejected_records'),
     ]
 
     operations = [
