@@ -6,6 +6,10 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, URLValidator
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Now
+from django.utils import timezone
+
+from msupply.acting_user import Actor, user_name
 
 from .registry import LOCAL_STORE_DATA_SCOPE, MASTER_DATA_SCOPE
 
@@ -127,6 +131,9 @@ class SyncPeer(models.Model):
     enabled = models.BooleanField(
         default=True, editable=False, help_text="A disabled satellite is refused by the master."
     )
+    # Not synced, so not in the change log: its services note their user here.
+    changed_by = models.CharField(max_length=150, blank=True, editable=False)
+    changed_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["sync_id"]
@@ -144,6 +151,12 @@ class SyncPeer(models.Model):
 
     def __str__(self) -> str:
         return f"{self.sync_id} {self.name}"
+
+    def changed(self, *, by: Actor) -> list[str]:
+        """Note that `by` (None: no user, as for a command) changes this entry now; returns the
+        fields noted, for update_fields."""
+        self.changed_by, self.changed_at = user_name(by), timezone.now()
+        return ["changed_by", "changed_at"]
 
     def clean(self) -> None:
         from stores.models import Store
@@ -212,6 +225,9 @@ class ChangeLog(models.Model):
     action = models.CharField(max_length=6, choices=ChangeAction.choices)
     store_id = models.UUIDField(null=True, blank=True)
     source_site = models.PositiveSmallIntegerField(null=True, blank=True)
+    # A user name, not a key: the record of who changed what outlives the user's account.
+    changed_by = models.CharField(max_length=150, blank=True, db_default="")
+    changed_at = models.DateTimeField(null=True, blank=True, db_default=Now())
 
     class Meta:
         ordering = ["txid", "seq"]
