@@ -4,6 +4,13 @@ import django.db.models.functions.datetime
 from django.db import migrations, models
 
 
+def remove_sqlite(apps, schema_editor):
+    """SQLite rebuilds sync_changelog below, which fails while triggers write to it."""
+    from sync.capture import triggers_remove_sqlite
+
+    triggers_remove_sqlite(None, using=schema_editor.connection.alias)
+
+
 def install(apps, schema_editor):
     from sync.capture import triggers_install
 
@@ -17,6 +24,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.RunPython(remove_sqlite, migrations.RunPython.noop),
         migrations.AddField(
             model_name='changelog',
             name='changed_by',
