@@ -118,6 +118,9 @@ def test_the_acting_user_ends_with_its_block_inside_the_same_transaction() -> No
     assert (newest_change(inside).changed_by, newest_change(after).changed_by) == ("clerk", "")
 
 
+# On PostgreSQL pruning and pulls read below the horizon, which a running transaction holds:
+# these tests commit their writes.
+@pytest.mark.django_db(transaction=True)
 def test_pruning_keeps_the_newest_change_and_so_who_made_it() -> None:
     item = services.item_create(code="ORS1", name="ORS", unit="sachet", by=UserFactory())
     services.master_record_save(record=item, by=UserFactory(username="second"), name="ORS salts")
@@ -132,6 +135,7 @@ def test_pruning_keeps_the_newest_change_and_so_who_made_it() -> None:
     assert shown.last_changed_by == "second"
 
 
+@pytest.mark.django_db(transaction=True)
 def test_the_pull_carries_the_items_row_and_not_who_changed_it(keeper_client: Client) -> None:
     preferences_update(sync_id=1, username="sync", password="pw")
     peer_save(
