@@ -1,6 +1,7 @@
 """Admin pages for master data (read-only on satellites), transactions and stock."""
 
 import copy
+from datetime import datetime
 from typing import Any
 
 from django.contrib import admin, messages
@@ -14,12 +15,21 @@ from django.forms import BaseInlineFormSet, ModelForm
 from django.forms.formsets import DELETION_FIELD_NAME
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
+from django.utils import formats, timezone
 from django.utils.translation import gettext_lazy
 
 from . import services
 from .models import Item, Name, StockLine, Store, Transaction, TransactionLine
 
 DELETE_SELECTED = gettext_lazy("Delete selected %(verbose_name_plural)s")
+
+
+def last_change_text(by: str, at: datetime | None, source_site: int | None = None) -> str:
+    """Who changed a record last and when, as the admin shows it."""
+    if at is None:
+        return "-"
+    who = by or (f"sync from server {source_site}" if source_site else "no user")
+    return f"{who}, {formats.date_format(timezone.localtime(at), 'DATETIME_FORMAT')}"
 
 
 def refusal(error: ValidationError | PermissionDenied) -> str:
@@ -108,7 +118,24 @@ class MasterDataAdmin(ServiceAdmin):
     """Master data may be written only on the master; a satellite shows it read-only.
 
     Deleting a record that satellites may hold or history uses deactivates it, and says so.
+    Each record shows who changed it last, from its newest change-log row.
     """
+
+    readonly_fields = ["last_changed"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        # sync keeps the change log; its selectors are the public answer.
+        from sync.selectors import records_with_last_change
+
+        return records_with_last_change(super().get_queryset(request))
+
+    @admin.display(description="Last changed by", ordering="last_changed_at")
+    def last_changed(self, record: Any) -> str:
+        return last_change_text(
+            getattr(record, "last_changed_by", ""),
+            getattr(record, "last_changed_at", None),
+            getattr(record, "last_change_source", None),
+        )
 
     def _writable(self, request: HttpRequest) -> bool:
         try:
@@ -127,7 +154,7 @@ class MasterDataAdmin(ServiceAdmin):
         return self._writable(request) and super().has_delete_permission(request, obj)
 
     def save_model(self, request: HttpRequest, obj: Any, form: ModelForm, change: bool) -> None:
-        services.master_record_save(record=obj)
+        services.master_record_save(record=obj, by=request.user)
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
@@ -147,7 +174,8 @@ class MasterDataAdmin(ServiceAdmin):
     def record_delete(self, request: HttpRequest, record: Any) -> str | None:
         logged = copy.copy(record)  # keeps the primary key that deleting clears
         shown = str(record)  # before deactivating retires its code
-        if services.master_record_delete(record=record) == services.MasterRecordDeletion.DELETED:
+        deletion = services.master_record_delete(record=record, by=request.user)
+        if deletion == services.MasterRecordDeletion.DELETED:
             self._deletion_log(request, logged)
             return None
         self.log_change(request, record, DEACTIVATED_LOG)
@@ -178,21 +206,21 @@ def deactivated_message(record: str) -> str:
 
 @admin.register(Store)
 class StoreAdmin(MasterDataAdmin):
-    list_display = ["code", "name", "active"]
+    list_display = ["code", "name", "active", "last_changed"]
     list_filter = ["active"]
     search_fields = ["code", "name"]
 
 
 @admin.register(Item)
 class ItemAdmin(MasterDataAdmin):
-    list_display = ["code", "name", "unit", "active"]
+    list_display = ["code", "name", "unit", "active", "last_changed"]
     list_filter = ["active", "unit"]
     search_fields = ["code", "name"]
 
 
 @admin.register(Name)
 class NameAdmin(MasterDataAdmin):
-    list_display = ["code", "name", "kind", "active"]
+    list_display = ["code", "name", "kind", "active", "last_changed"]
     list_filter = ["kind", "active"]
     search_fields = ["code", "name"]
 

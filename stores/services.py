@@ -11,6 +11,8 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models, transaction
 from django.db.models import Max, ProtectedError
 
+from msupply.acting_user import Actor, changes_by
+
 from .models import Item, Name, NumberCounter, StockLine, Store, Transaction, TransactionLine
 
 
@@ -50,29 +52,31 @@ def store_data_ensure_writable(*, store: Store) -> None:
 
 
 @transaction.atomic
-def master_record_save(*, record: MasterRecord, **changes: Any) -> MasterRecord:
-    """Create or change a store, item or name on the master after full validation."""
+def master_record_save(*, record: MasterRecord, by: Actor = None, **changes: Any) -> MasterRecord:
+    """Create or change a store, item or name on the master after full validation; the change
+    log records `by` as the user who did it."""
     master_data_ensure_writable()
     for field, value in changes.items():
         setattr(record, field, value)
     record.full_clean()
-    record.save()
+    with changes_by(by):
+        record.save()
     return record
 
 
-def store_create(*, code: str, name: str) -> Store:
+def store_create(*, code: str, name: str, by: Actor = None) -> Store:
     """Add a store on the master."""
-    return master_record_save(record=Store(), code=code, name=name)
+    return master_record_save(record=Store(), by=by, code=code, name=name)
 
 
-def item_create(*, code: str, name: str, unit: str) -> Item:
+def item_create(*, code: str, name: str, unit: str, by: Actor = None) -> Item:
     """Add an item on the master."""
-    return master_record_save(record=Item(), code=code, name=name, unit=unit)
+    return master_record_save(record=Item(), by=by, code=code, name=name, unit=unit)
 
 
-def name_create(*, code: str, name: str, kind: str) -> Name:
+def name_create(*, code: str, name: str, kind: str, by: Actor = None) -> Name:
     """Add a customer or supplier on the master."""
-    return master_record_save(record=Name(), code=code, name=name, kind=kind)
+    return master_record_save(record=Name(), by=by, code=code, name=name, kind=kind)
 
 
 class MasterRecordDeletion(models.TextChoices):
@@ -83,14 +87,14 @@ class MasterRecordDeletion(models.TextChoices):
 
 
 @transaction.atomic
-def master_record_delete(*, record: MasterRecord) -> MasterRecordDeletion:
+def master_record_delete(*, record: MasterRecord, by: Actor = None) -> MasterRecordDeletion:
     """Delete a master record on the master, or deactivate it if a satellite may hold it or
     local history points at it.
 
     A satellite whose transactions use a record could not apply its delete, and sync would stop
     there; an inactive record stays in history, still syncs, and can no longer be chosen. Its
     code is retired (suffixed with its id), so a new record may take the code, as it could
-    after a real delete.
+    after a real delete. The change log records `by` as the user who did it.
     """
     master_data_ensure_writable()
     from sync.selectors import master_record_may_be_held, store_hosting_peer
@@ -102,12 +106,13 @@ def master_record_delete(*, record: MasterRecord) -> MasterRecordDeletion:
         )
     if not master_record_may_be_held(table_name=record._meta.db_table, record_id=record.pk):
         try:
-            record.delete()
+            with changes_by(by):
+                record.delete()
         except ProtectedError:
             pass
         else:
             return MasterRecordDeletion.DELETED
-    master_record_save(record=record, active=False, code=retired_code(record))
+    master_record_save(record=record, by=by, active=False, code=retired_code(record))
     return MasterRecordDeletion.DEACTIVATED
 
 

@@ -25,6 +25,8 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 from django.views.decorators.debug import sensitive_post_parameters
 
+from stores.admin import last_change_text
+
 from . import keys, selectors, services
 from .display import duration_text, local_time_text
 from .errors import SyncError
@@ -307,7 +309,9 @@ class SyncPeerAdmin(admin.ModelAdmin):
         "last_error",
         "pending_changes",
         "key",
+        "last_changed",
     ]
+    readonly_fields = ["last_changed"]
     search_fields = ["name", "store_code", "url"]
     list_select_related = ["state"]
 
@@ -349,7 +353,11 @@ class SyncPeerAdmin(admin.ModelAdmin):
         )
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
-        services.peer_save(peer=obj)
+        services.peer_save(peer=obj, by=request.user)
+
+    @admin.display(description="Last changed by", ordering="changed_at")
+    def last_changed(self, peer: SyncPeer) -> str:
+        return last_change_text(peer.changed_by, peer.changed_at)
 
     @admin.display(description="Last successful sync")
     def last_success(self, peer: SyncPeer) -> str:

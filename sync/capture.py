@@ -3,7 +3,9 @@
 Triggers are the one choke point every writer passes (admin, services, bulk statements, cascades,
 raw SQL and sync integration alike), so no caller has to remember to log. Rows that integration
 writes carry the site they came from, read by the trigger from a per-transaction setting on
-PostgreSQL and from a per-thread SQLite function, so they are never echoed back.
+PostgreSQL and from a per-thread SQLite function, so they are never echoed back. The same way,
+rows carry the user a service or the admin acts for (msupply.acting_user.changes_by); that stays
+on this site, as the wire carries the records' rows only.
 """
 
 import contextvars
@@ -14,6 +16,8 @@ from typing import Any
 from django.db import connection, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
+from msupply.acting_user import POSTGRESQL_SETTING, acting_user_name
+
 from .registry import SYNCED_TABLES, SyncedTable
 
 _source_site: contextvars.ContextVar[int | None] = contextvars.ContextVar(
@@ -21,6 +25,7 @@ _source_site: contextvars.ContextVar[int | None] = contextvars.ContextVar(
 )
 
 SQLITE_SOURCE_FUNCTION = "msupply_source_site"
+SQLITE_CHANGED_BY_FUNCTION = "msupply_changed_by"
 CHANGE_LOG = "sync_changelog"
 
 
@@ -46,10 +51,14 @@ def _set_postgresql_source(value: str) -> None:
 
 
 def register_sqlite_function(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
-    """Give each SQLite connection the function its triggers call to read the source site."""
+    """Give each SQLite connection the functions its triggers call to read the source site and
+    the acting user (msupply.acting_user)."""
     if connection.vendor == "sqlite":
         connection.connection.create_function(
             SQLITE_SOURCE_FUNCTION, 0, _source_site.get, deterministic=False
+        )
+        connection.connection.create_function(
+            SQLITE_CHANGED_BY_FUNCTION, 0, acting_user_name, deterministic=False
         )
 
 
@@ -83,10 +92,11 @@ def trigger_statements(vendor: str) -> list[str]:
                     f"""CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
                     BEGIN
                       INSERT INTO {CHANGE_LOG}
-                        (txid, table_name, record_id, action, store_id, source_site)
+                        (txid, table_name, record_id, action, store_id, source_site, changed_by)
                       SELECT pg_current_xact_id()::text::bigint, '{table.name}', rec.id,
                         '{action}', {_store_expression(table, "rec")},
-                        NULLIF(current_setting('msupply.source_site', true), '')::smallint
+                        NULLIF(current_setting('msupply.source_site', true), '')::smallint,
+                        COALESCE(current_setting('{POSTGRESQL_SETTING}', true), '')
                       FROM {rows} rec;
                       RETURN NULL;
                     END $$""",
@@ -100,9 +110,10 @@ def trigger_statements(vendor: str) -> list[str]:
                     f"DROP TRIGGER IF EXISTS {name}",
                     f"""CREATE TRIGGER {name} AFTER {event} ON {table.name} BEGIN
                         INSERT INTO {CHANGE_LOG}
-                          (txid, table_name, record_id, action, store_id, source_site)
+                          (txid, table_name, record_id, action, store_id, source_site, changed_by)
                         VALUES (0, '{table.name}', {row}.id, '{action}',
-                          {_store_expression(table, row)}, {SQLITE_SOURCE_FUNCTION}());
+                          {_store_expression(table, row)}, {SQLITE_SOURCE_FUNCTION}(),
+                          {SQLITE_CHANGED_BY_FUNCTION}());
                         END""",
                 ]
     return statements

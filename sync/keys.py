@@ -77,7 +77,8 @@ def peer_key_reset(*, sync_id: int, user: User) -> SyncPeer:
     peer = _peer_for_change(sync_id, user)
     peer.key_hash = peer.pending_key_hash = ""
     peer.key_issued_at = None
-    peer.save(update_fields=["key_hash", "pending_key_hash", "key_issued_at"])
+    noted = peer.changed(by=user)
+    peer.save(update_fields=["key_hash", "pending_key_hash", "key_issued_at", *noted])
     _history(user, peer, "Reset the sync key: the next server to enrol as this Sync ID gets it.")
     return peer
 
@@ -91,6 +92,7 @@ def peer_key_preissue(*, sync_id: int, user: User) -> str:
             f"Satellite {sync_id} is enrolled already: reset its key first (sync_key reset)."
         )
     _history(user, peer, "Issued a sync key to install on the satellite by hand.")
+    peer.save(update_fields=peer.changed(by=user))
     return peer_key_issue(peer=peer)
 
 
@@ -99,7 +101,7 @@ def peer_enabled_set(*, sync_id: int, enabled: bool, user: User) -> SyncPeer:
     """Disable satellite `sync_id` (the master refuses it) or enable it again."""
     peer = _peer_for_change(sync_id, user)
     peer.enabled = enabled
-    peer.save(update_fields=["enabled"])
+    peer.save(update_fields=["enabled", *peer.changed(by=user)])
     _history(user, peer, "Enabled synchronisation." if enabled else "Disabled synchronisation.")
     return peer
 

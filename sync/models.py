@@ -8,6 +8,10 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, URLValidator
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Now
+from django.utils import timezone
+
+from msupply.acting_user import Actor, user_name
 
 from .display import local_time_text
 from .errors import ErrorCode
@@ -139,6 +143,9 @@ class SyncPeer(models.Model):
         help_text="On the master: the satellite's own Sync time interval in minutes, which "
         "alerts use to tell when it is late. Empty: this server's own Sync time interval.",
     )
+    # Not synced, so not in the change log: its services note their user here.
+    changed_by = models.CharField(max_length=150, blank=True, editable=False)
+    changed_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["sync_id"]
@@ -156,6 +163,12 @@ class SyncPeer(models.Model):
 
     def __str__(self) -> str:
         return f"{self.sync_id} {self.name}"
+
+    def changed(self, *, by: Actor) -> list[str]:
+        """Note that `by` (None: no user, as for a command) changes this entry now; returns the
+        fields noted, for update_fields."""
+        self.changed_by, self.changed_at = user_name(by), timezone.now()
+        return ["changed_by", "changed_at"]
 
     def clean(self) -> None:
         from stores.models import Store
@@ -224,6 +237,9 @@ class ChangeLog(models.Model):
     action = models.CharField(max_length=6, choices=ChangeAction.choices)
     store_id = models.UUIDField(null=True, blank=True)
     source_site = models.PositiveSmallIntegerField(null=True, blank=True)
+    # A user name, not a key: the record of who changed what outlives the user's account.
+    changed_by = models.CharField(max_length=150, blank=True, db_default="")
+    changed_at = models.DateTimeField(null=True, blank=True, db_default=Now())
 
     class Meta:
         ordering = ["txid", "seq"]

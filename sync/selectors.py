@@ -12,6 +12,7 @@ from django.utils import timezone
 from .models import (
     MASTER_SYNC_ID,
     BufferedRecord,
+    ChangeLog,
     ExchangeResult,
     PeerState,
     SyncExchange,
@@ -182,6 +183,22 @@ def _trouble(peer: SyncPeer, is_master: bool) -> dict[str, Any]:
         "failure_streak": current.count(),
         "last_failed_at": failed.values_list("started_at", flat=True).first(),
     }
+
+
+def records_with_last_change(records: QuerySet[Any]) -> QuerySet[Any]:
+    """`records` of a synced table with their newest change: `last_changed_by` (a user name, or
+    empty), `last_changed_at` and `last_change_source` (the site it came from by sync, or None).
+
+    Pruning keeps the newest change of every record (sync.prune), so this is always there.
+    """
+    newest = ChangeLog.objects.filter(
+        table_name=records.model._meta.db_table, record_id=OuterRef("pk")
+    ).order_by("-txid", "-seq")
+    return records.annotate(
+        last_changed_by=Subquery(newest.values("changed_by")[:1]),
+        last_changed_at=Subquery(newest.values("changed_at")[:1]),
+        last_change_source=Subquery(newest.values("source_site")[:1]),
+    )
 
 
 def master_record_may_be_held(*, table_name: str, record_id: uuid.UUID) -> bool:

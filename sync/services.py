@@ -11,6 +11,8 @@ from django.core.exceptions import ValidationError
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
+from msupply.acting_user import Actor
+
 from . import keys
 from .models import (
     MASTER_SYNC_ID,
@@ -151,9 +153,11 @@ def _periodic_task_keep(*, name: str, task_name: str, seconds: int, enabled: boo
 
 
 @transaction.atomic
-def peer_save(*, peer: SyncPeer) -> SyncPeer:
-    """Add or change a server in the Sync with list after checking it against this site's role."""
+def peer_save(*, peer: SyncPeer, by: Actor = None) -> SyncPeer:
+    """Add or change a server in the Sync with list after checking it against this site's role;
+    `by` is the user who does it (None for a command)."""
     peer.full_clean()
+    peer.changed(by=by)
     peer.save()
     return peer
 
