@@ -7,6 +7,7 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
 from django.db.models import Model, QuerySet
 from django.http import (
@@ -21,18 +22,20 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import formats, timezone
 from django.utils.decorators import method_decorator
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 from django.views.decorators.debug import sensitive_post_parameters
 
 from stores.admin import last_change_text
 
-from . import keys, selectors, services
+from . import keys, rejects, selectors, services
 from .display import duration_text, local_time_text
 from .errors import SyncError
 from .models import (
     AuthFailure,
     BufferedRecord,
+    HeldStatus,
+    RejectedRecord,
     SyncExchange,
     SyncLog,
     SyncPeer,
@@ -308,17 +311,18 @@ class SyncPeerAdmin(admin.ModelAdmin):
         "last_success",
         "last_error",
         "pending_changes",
+        "stages",
         "key",
         "last_changed",
     ]
-    readonly_fields = ["last_changed"]
+    readonly_fields = ["last_changed", "stages"]
     search_fields = ["name", "store_code", "url"]
     list_select_related = ["state"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[SyncPeer]:
         queryset = super().get_queryset(request)
         if preferences_get().is_master:
-            return selectors.peers_with_exchanges(queryset)
+            return rejects.with_held_counts(selectors.peers_with_exchanges(queryset))
         return queryset
 
     def get_list_filter(self, request: HttpRequest) -> list[Any]:
@@ -403,6 +407,40 @@ class SyncPeerAdmin(admin.ModelAdmin):
     @admin.display(description="Pending outgoing changes")
     def pending_changes(self, peer: SyncPeer) -> int:
         return selectors.pending_changes_for(peer)
+
+    @admin.display(description="Records by stage")
+    def stages(self, peer: SyncPeer) -> str:
+        """The satellite's records: to push, acknowledged, integrated, waiting, rejected."""
+        state = getattr(peer, "state", None) if peer.pk else None
+        held: dict[int, dict[str, int]] | None = None
+        if hasattr(peer, "held_rejected"):  # annotated by the list's query
+            held = {
+                peer.sync_id: {
+                    HeldStatus.REJECTED: getattr(peer, "held_rejected", 0) or 0,
+                    HeldStatus.WAITING: getattr(peer, "held_waiting", 0) or 0,
+                }
+            }
+        figures = selectors.peer_stages(peer, state, preferences_get().is_master, held)
+        rejected = figures["rejected"]
+        link = (
+            format_html(
+                '<a href="{}?sync_id={}">{} rejected</a>',
+                reverse("admin:sync_rejectedrecord_changelist"),
+                peer.sync_id,
+                rejected,
+            )
+            if rejected and preferences_get().is_master
+            else format_html("{} rejected", rejected)
+        )
+        return format_html(
+            '<span class="sync-stages">{} to push · {} acknowledged · {} integrated · '
+            "{} waiting · {}</span>",
+            figures["to_push"],
+            figures["acknowledged"],
+            figures["integrated"],
+            figures["waiting"],
+            link,
+        )
 
     @admin.display(description="Key")
     def key(self, peer: SyncPeer) -> str:
@@ -752,3 +790,114 @@ class AuthFailureAdmin(ReadOnlyAdmin):
     list_filter = ["code", "sync_id"]
     search_fields = ["address"]
     date_hierarchy = "failed_at"
+
+
+class DiscardForm(forms.Form):
+    note = forms.CharField(
+        label="Note",
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="Why these records are discarded (for example: a duplicate entered after a "
+        "restore).",
+    )
+
+
+@admin.register(RejectedRecord)
+class RejectedRecordAdmin(ReadOnlyAdmin):
+    """On the master: what satellites pushed that it could not integrate, with the reason.
+
+    Retried by itself at every contact of the satellite; Retry now and Discard (with a note)
+    are for users who may resolve them, and both go into the satellite's history.
+    """
+
+    list_display = ["record", "sync_id", "status", "short_reason", "received"]
+    list_filter = ["sync_id", "status", "table_name"]
+    search_fields = ["record_id", "reason"]
+    fields = [
+        "sync_id",
+        "table_name",
+        "record_id",
+        "status",
+        "reason",
+        "values",
+        "awaited_table",
+        "awaited_id",
+        "received",
+        "retried",
+        "attempts",
+    ]
+    readonly_fields = ["received", "retried", "values"]
+    actions = ["retry_now", "discard"]
+
+    class Media:
+        css = {"all": ["reports/reports.css", "sync/admin.css"]}
+
+    def has_resolve_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("sync.resolve_rejectedrecord")
+
+    @admin.display(description="Record", ordering="table_name")
+    def record(self, record: RejectedRecord) -> str:
+        return format_html("{}<br>{}", record.table_name, record.record_id)
+
+    @admin.display(description="Received", ordering="received_at")
+    def received(self, record: RejectedRecord) -> str:
+        return local_time_text(record.received_at)
+
+    @admin.display(description="Last retried", ordering="retried_at")
+    def retried(self, record: RejectedRecord) -> str:
+        return local_time_text(record.retried_at) if record.retried_at else "-"
+
+    @admin.display(description="Reason")
+    def short_reason(self, record: RejectedRecord) -> str:
+        return format_html(
+            '<span title="{}">{}</span>',
+            record.reason,
+            Truncator(record.reason).chars(ERROR_MESSAGE_CHARS),
+        )
+
+    @admin.display(description="Fields")
+    def values(self, record: RejectedRecord) -> str:
+        return format_html_join("\n", "<div><strong>{}</strong>: {}</div>", record.fields.items())
+
+    @admin.action(description="Retry now", permissions=["resolve"])
+    def retry_now(self, request: HttpRequest, queryset: QuerySet[RejectedRecord]) -> None:
+        sync_ids = set(queryset.values_list("sync_id", flat=True))
+        try:
+            outcomes = rejects.rejected_retry_by(sync_ids=sync_ids, user=request.user)  # type: ignore[arg-type]
+        except SyncError as error:
+            messages.error(request, f"Retry failed: {error.message}")
+            return
+        applied = sum(outcome.applied for outcome in outcomes.values())
+        still = sum(outcome.still_aside for outcome in outcomes.values())
+        level = messages.SUCCESS if not still else messages.WARNING
+        self.message_user(
+            request,
+            f"Retried the rejected records of {len(outcomes)} satellite(s): {applied} applied, "
+            f"{still} still set aside.",
+            level,
+        )
+
+    @admin.action(description="Discard, with a note", permissions=["resolve"])
+    def discard(
+        self, request: HttpRequest, queryset: QuerySet[RejectedRecord]
+    ) -> TemplateResponse | None:
+        form = DiscardForm(request.POST if "confirm" in request.POST else None)
+        if form.is_valid():
+            count = rejects.rejected_discard(
+                records=queryset,
+                user=request.user,  # type: ignore[arg-type]
+                note=form.cleaned_data["note"],
+            )
+            self.message_user(request, f"Discarded {count} record(s), with your note.")
+            return None
+        return TemplateResponse(
+            request,
+            "admin/sync/rejectedrecord/discard.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.model._meta,
+                "title": "Discard rejected records",
+                "records": list(queryset),
+                "form": form,
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            },
+        )

@@ -432,6 +432,7 @@ class RejectedRecord(models.Model):
 
     class Meta:
         ordering = ["sync_id", "received_at"]
+        permissions = [("resolve_rejectedrecord", "Can retry or discard rejected records")]
         constraints = [
             models.UniqueConstraint(
                 fields=["sync_id", "table_name", "record_id"], name="rejected_record_once"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.auth.models import AbstractUser
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, transaction
-from django.db.models import Count, Q
+from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from .changes import ChangeSet
@@ -264,10 +264,31 @@ def _history(user: AbstractUser, sync_id: int, message: str) -> None:
     )
 
 
-def held_counts() -> dict[int, dict[str, int]]:
-    """Per satellite: how many records are rejected and how many wait for them."""
+def with_held_counts(peers: QuerySet[SyncPeer]) -> QuerySet[SyncPeer]:
+    """`peers` annotated with their rejected and waiting records' counts, in the same query."""
+
+    def count(status: str) -> Subquery:
+        return Subquery(
+            RejectedRecord.objects.filter(sync_id=OuterRef("sync_id"), status=status)
+            .order_by()
+            .values("sync_id")
+            .annotate(n=Count("pk"))
+            .values("n")[:1],
+            output_field=IntegerField(),
+        )
+
+    return peers.annotate(
+        held_rejected=count(HeldStatus.REJECTED), held_waiting=count(HeldStatus.WAITING)
+    )
+
+
+def held_counts(sync_id: int | None = None) -> dict[int, dict[str, int]]:
+    """Per satellite (or only `sync_id`): how many records are rejected, how many wait."""
     counts: dict[int, dict[str, int]] = {}
-    rows = RejectedRecord.objects.values("sync_id", "status").annotate(n=Count("pk")).order_by()
+    held = RejectedRecord.objects.all()
+    if sync_id is not None:
+        held = held.filter(sync_id=sync_id)
+    rows = held.values("sync_id", "status").annotate(n=Count("pk")).order_by()
     for row in rows:
         counts.setdefault(row["sync_id"], {})[row["status"]] = row["n"]
     return counts
@@ -276,22 +297,27 @@ def held_counts() -> dict[int, dict[str, int]]:
 def stage_counts(*, sync_id: int) -> dict[str, object]:
     """On the master, satellite `sync_id`'s records by stage, each counted once, with the
     reasons of the first ones set aside: what the master reports to the satellite."""
+    from .selectors import peer_stages
+
+    peer = SyncPeer.objects.filter(sync_id=sync_id).first()
     state = PeerState.objects.filter(peer__sync_id=sync_id).first()
-    held = held_counts().get(sync_id, {})
-    aside = RejectedRecord.objects.filter(sync_id=sync_id).order_by("status", "received_at")
-    return {
-        "to_push": state.records_to_push if state else 0,
-        "acknowledged": state.records_received if state else 0,
-        "integrated": state.records_integrated if state else 0,
-        "waiting": held.get(HeldStatus.WAITING, 0),
-        "rejected": held.get(HeldStatus.REJECTED, 0),
-        "set_aside": [
-            {
-                "table": record.table_name,
-                "id": str(record.record_id),
-                "status": record.status,
-                "reason": record.reason,
-            }
-            for record in aside[:NAMED_AT_MOST]
-        ],
+    stages: dict[str, object] = {
+        "to_push": 0,
+        "acknowledged": 0,
+        "integrated": 0,
+        "waiting": 0,
+        "rejected": 0,
     }
+    if peer is not None:
+        stages = peer_stages(peer, state, is_master=True, held=held_counts(sync_id=sync_id))
+    aside = RejectedRecord.objects.filter(sync_id=sync_id).order_by("status", "received_at")
+    stages["set_aside"] = [
+        {
+            "table": record.table_name,
+            "id": str(record.record_id),
+            "status": record.status,
+            "reason": record.reason,
+        }
+        for record in aside[:NAMED_AT_MOST]
+    ]
+    return stages

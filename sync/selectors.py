@@ -91,6 +91,11 @@ def sync_status(recent: int = 10) -> dict[str, Any]:
     peers = []
     states = {state.peer_id: state for state in PeerState.objects.all()}
     listed = list(peers_with_exchanges() if preferences.is_master else peers_list())
+    held = None
+    if preferences.is_master:
+        from .rejects import held_counts
+
+        held = held_counts()
     for peer in listed:
         state = states.get(peer.pk)
         peers.append(
@@ -103,7 +108,7 @@ def sync_status(recent: int = 10) -> dict[str, Any]:
                 "last_success_at": state.last_success_at if state else None,
                 **_trouble(peer, preferences.is_master),
                 "records_received": state.records_received if state else 0,
-                "stages": peer_stages(peer, state, preferences.is_master),
+                "stages": peer_stages(peer, state, preferences.is_master, held),
                 "push_cursor": f"{state.push_txid}.{state.push_seq}" if state else "0.0",
                 "pull_cursor": f"{state.pull_txid}.{state.pull_seq}" if state else "0.0",
                 "initialised": state.initialised if state else False,
@@ -138,14 +143,28 @@ def sync_status(recent: int = 10) -> dict[str, Any]:
     }
 
 
-def peer_stages(peer: SyncPeer, state: PeerState | None, is_master: bool) -> dict[str, Any]:
+def peer_stages(
+    peer: SyncPeer,
+    state: PeerState | None,
+    is_master: bool,
+    held: dict[int, dict[str, int]] | None = None,
+) -> dict[str, Any]:
     """A satellite's records by stage, the same figures on both sides: each stage is counted
     by the side that owns it (the satellite what it has to push, the master the rest) and
-    reported to the other at every exchange."""
+    reported to the other at every exchange. `held`: the master's sync.rejects.held_counts(),
+    read once for a whole list."""
     if is_master:
-        from .rejects import stage_counts
+        from .models import HeldStatus
+        from .rejects import held_counts
 
-        return stage_counts(sync_id=peer.sync_id)
+        aside = (held if held is not None else held_counts()).get(peer.sync_id, {})
+        return {
+            "to_push": state.records_to_push if state else 0,
+            "acknowledged": state.records_received if state else 0,
+            "integrated": state.records_integrated if state else 0,
+            "waiting": aside.get(HeldStatus.WAITING, 0),
+            "rejected": aside.get(HeldStatus.REJECTED, 0),
+        }
     return {
         "to_push": unpushed_records_count(state),
         "acknowledged": state.reported_acknowledged if state else 0,

@@ -1,24 +1,36 @@
 """The master's admin on a laptop: the satellites card, their trouble and the sync log."""
 
 import re
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from sync.models import PeerState, SyncLog, SyncPeer, SyncResult, SyncTrigger
+from stores.models import Store, Transaction
+from sync.models import PeerState, RejectedRecord, SyncLog, SyncPeer, SyncResult, SyncTrigger
 from sync.run import sync_run
 from sync.services import peer_save, preferences_update
-from tests.factories import StoreFactory, SyncLogFactory, UserFactory
+from tests.factories import (
+    ItemFactory,
+    StoreFactory,
+    SyncLogFactory,
+    TransactionFactory,
+    TransactionLineFactory,
+    UserFactory,
+    changeset_of,
+)
 from tests.servers import ROOT
 from tests.sync.test_auth import caller, shake
-from tests.sync.test_protocol import PASSWORD, PULL, assert_error, credentials, enrol
+from tests.sync.test_protocol import PASSWORD, PULL, PUSH, assert_error, credentials, enrol
+from tests.sync.test_rejects import REFUSED_NUMBER, allow_number_13, refuse_number_13
 
 pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
-from playwright.sync_api import Browser, Page, expect  # noqa: E402
+from playwright.sync_api import Browser, Locator, Page, expect  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -30,6 +42,7 @@ ADMIN_PASSWORD = "demo-password-1"
 PEERS_URL = "/admin/sync/syncpeer/"
 LOG_URL = "/admin/sync/synclog/"
 EXCHANGES_URL = "/admin/sync/syncexchange/"
+REJECTED_URL = "/admin/sync/rejectedrecord/"
 # The admin's --message-error-bg-like badge colour in reports.css, as chromium computes it.
 ERROR_BADGE_BG = "rgb(248, 215, 218)"
 
@@ -164,3 +177,96 @@ def test_master_admin_shows_each_satellites_health_trouble_and_a_readable_sync_l
     expect(refused.first.locator(".sync-badge")).to_have_css("background-color", ERROR_BADGE_BG)
     screenshot(page, "sync-exchanges-1366.png")
     assert_no_side_scroll(page)
+
+
+def pushed_invoice(api: APIClient, batch: int, number: int) -> tuple[str, str]:
+    """Satellite 6 pushes a new invoice numbered `number` with one line as batch `batch`;
+    returns the invoice's and the line's ids."""
+    invoice = TransactionFactory.build(store=Store.objects.get(code="S006"), name=None)
+    invoice.number = number
+    line = TransactionLineFactory.build(transaction=invoice, item=ItemFactory())
+    body = {
+        "batch_id": f"batch-{batch}",
+        "generation": 1,
+        "start": f"0.{batch - 1}",
+        "end": f"0.{batch}",
+        "digest": "",
+        "changes": changeset_of(invoice, line).to_wire(),
+    }
+    answer = api.post(PUSH, body, format="json")
+    assert answer.status_code == 200, answer.json()
+    return str(invoice.pk), str(line.pk)
+
+
+def row_of(page: Page, record_id: str) -> Locator:
+    """The rejected records list's row of record `record_id`."""
+    return page.locator("#result_list tbody tr").filter(
+        has=page.locator(".field-record", has_text=record_id)
+    )
+
+
+def choose(page: Page, action: str, record_ids: list[str]) -> None:
+    """Tick the change list's rows of `record_ids`, pick `action` and press Go."""
+    for record_id in record_ids:
+        row_of(page, record_id).locator("input.action-select").check()
+    page.select_option("select[name=action]", action)
+    with page.expect_navigation():
+        page.click("button[name=index]")
+
+
+def test_rejected_records_are_discarded_with_a_note_or_retried_from_the_admin(
+    page: Page,
+) -> None:
+    StoreFactory(code="S006")
+    peer_save(
+        peer=SyncPeer(sync_id=6, name="Lake Clinic", store_code="S006", url="http://127.0.0.1:9/")
+    )
+    api = APIClient()
+    api.credentials(**credentials(sync_id=6, key=enrol(6)))
+    refuse_number_13()
+    try:
+        invoice, line = pushed_invoice(api, 1, REFUSED_NUMBER)
+        page.goto(REJECTED_URL)
+        rows = page.locator("#result_list tbody tr")
+        expect(rows).to_have_count(2)
+        expect(row_of(page, invoice).locator("td.field-status")).to_have_text("Rejected")
+        expect(row_of(page, line).locator("td.field-status")).to_contain_text("Waiting")
+        expect(row_of(page, invoice)).to_contain_text("number 13 is taken")
+        screenshot(page, "rejected-records.png")
+        assert_no_side_scroll(page)
+
+        choose(page, "discard", [invoice])
+        expect(page.locator("#discard-records li")).to_have_count(1)
+        expect(page.locator("#id_note")).to_have_attribute("required", "")
+        page.fill("#id_note", "   ")  # passes the browser's check, not the master's
+        with page.expect_navigation():
+            page.click("#discard-confirm")
+        expect(page.locator(".errorlist")).to_contain_text("required")
+        assert RejectedRecord.objects.count() == 2
+        page.fill("#id_note", "Entered twice after the restore")
+        screenshot(page, "rejected-records-discard.png")
+        with page.expect_navigation():
+            page.click("#discard-confirm")
+        expect(page.locator(".messagelist")).to_contain_text("Discarded 2 record(s)")
+        expect(page.locator("#result_list tbody tr")).to_have_count(0)
+        note = LogEntry.objects.get(object_id=str(SyncPeer.objects.get(sync_id=6).pk))
+        assert "Entered twice after the restore" in note.get_change_message()
+        assert note.user.username == "admin"
+
+        invoice, line = pushed_invoice(api, 2, REFUSED_NUMBER)
+        page.goto(REJECTED_URL)
+        choose(page, "retry_now", [invoice])
+        expect(page.locator(".messagelist")).to_contain_text("0 applied, 2 still set aside")
+    finally:
+        allow_number_13()
+    choose(page, "retry_now", [invoice])
+    expect(page.locator(".messagelist")).to_contain_text("2 applied, 0 still set aside")
+    expect(page.locator("#result_list tbody tr")).to_have_count(0)
+    screenshot(page, "rejected-records-retried.png")
+    assert Transaction.objects.get(pk=invoice).lines.get().pk == uuid.UUID(line)
+
+    page.goto(PEERS_URL)
+    lake = page.locator("#result_list tbody tr").filter(has_text="Lake Clinic")
+    expect(lake.locator("td.field-stages")).to_contain_text(
+        "4 acknowledged · 2 integrated · 0 waiting · 0 rejected"
+    )
