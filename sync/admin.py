@@ -20,7 +20,7 @@ from django.http import (
 from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
-from django.utils import formats, timezone
+from django.utils import timezone
 from django.utils.decorators import method_decorator
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
@@ -310,14 +310,14 @@ class SyncPeerAdmin(admin.ModelAdmin):
         "url",
         "last_success",
         "last_error",
-        "pending_changes",
         "stages",
-        "key",
-        "last_changed",
     ]
     readonly_fields = ["last_changed", "stages"]
     search_fields = ["name", "store_code", "url"]
     list_select_related = ["state"]
+
+    class Media:
+        css = {"all": ["sync/admin.css"]}
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[SyncPeer]:
         queryset = super().get_queryset(request)
@@ -332,11 +332,8 @@ class SyncPeerAdmin(admin.ModelAdmin):
         # The buttons depend on who is looking, so they are made for each request.
         fields: list[Any] = [f for f in super().get_list_display(request) if f != "buttons"]
         if not preferences_get().is_master:
-            return [f for f in fields if f != "key"] + [self.satellite_buttons(request)]
-        at = fields.index("last_error") + 1
-        return [*fields[:at], "failure_streak", "last_failed", *fields[at:]] + [
-            self.key_buttons(request)
-        ]
+            return [*fields, self.satellite_buttons(request)]
+        return [*fields, self.key_buttons(request)]
 
     def can_manage_keys(self, request: HttpRequest) -> bool:
         return bool(preferences_unlocked_until(request)) and request.user.has_perm(
@@ -370,7 +367,7 @@ class SyncPeerAdmin(admin.ModelAdmin):
         staleness = selectors.sync_staleness(when)
         if when is None:
             return format_html('<span class="sync-badge sync-error">{}</span>', "never")
-        text = formats.date_format(timezone.localtime(when), "DATETIME_FORMAT")
+        text = local_time_text(when)
         if staleness == "ok":
             return text
         return format_html(
@@ -384,31 +381,30 @@ class SyncPeerAdmin(admin.ModelAdmin):
     @admin.display(description="Last error")
     def last_error(self, peer: SyncPeer) -> str:
         # On the master, the satellite's exchanges since its last success tell its trouble.
-        if getattr(peer, "failure_streak", 0):
+        streak = getattr(peer, "failure_streak", 0)
+        if streak:
+            message = getattr(peer, "last_error_message", "")
             return format_html(
-                '<span class="sync-badge sync-error">{}</span> {}',
+                '<span class="sync-badge sync-error">{}</span> <span title="{}">{}</span>'
+                '<div class="sync-streak">{} failure{} in a row, last {}</div>',
                 getattr(peer, "last_error_code", ""),
-                getattr(peer, "last_error_message", ""),
+                message,
+                Truncator(message).chars(ERROR_MESSAGE_CHARS),
+                streak,
+                "" if streak == 1 else "s",
+                self.last_failed(peer),
             )
         state = getattr(peer, "state", None)
         return state.last_error if state and state.last_error else "-"
-
-    @admin.display(description="Failure streak")
-    def failure_streak(self, peer: SyncPeer) -> int:
-        return int(getattr(peer, "failure_streak", 0))
 
     @admin.display(description="Last failed")
     def last_failed(self, peer: SyncPeer) -> str:
         when = getattr(peer, "last_failed_at", None)
         if when is None:
             return "-"
-        return formats.date_format(timezone.localtime(when), "DATETIME_FORMAT")
+        return local_time_text(when)
 
-    @admin.display(description="Pending outgoing changes")
-    def pending_changes(self, peer: SyncPeer) -> int:
-        return selectors.pending_changes_for(peer)
-
-    @admin.display(description="Records by stage")
+    @admin.display(description="Records")
     def stages(self, peer: SyncPeer) -> str:
         """The satellite's records: to push, acknowledged, integrated, waiting, rejected."""
         state = getattr(peer, "state", None) if peer.pk else None
@@ -433,33 +429,34 @@ class SyncPeerAdmin(admin.ModelAdmin):
             else format_html("{} rejected", rejected)
         )
         return format_html(
-            '<span class="sync-stages">{} to push · {} acknowledged · {} integrated · '
-            "{} waiting · {}</span>",
+            '<div class="sync-stages">{} to push<br>{} acknowledged<br>{} integrated<br>'
+            "{} waiting<br>{}</div>"
+            '<div class="sync-pending">{} outgoing changes</div>',
             figures["to_push"],
             figures["acknowledged"],
             figures["integrated"],
             figures["waiting"],
             link,
+            selectors.pending_changes_for(peer),
         )
-
-    @admin.display(description="Key")
-    def key(self, peer: SyncPeer) -> str:
-        return selectors.peer_key_status(peer)
 
     def key_buttons(self, request: HttpRequest) -> Any:
         """On the master, the key buttons for an unlocked user who may manage keys."""
         allowed = self.can_manage_keys(request)
 
-        @admin.display(description="")
+        @admin.display(description="Key")
         def buttons(peer: SyncPeer) -> str:
+            status = selectors.peer_key_status(peer)
             if not allowed:
-                return ""
+                return status
             # The buttons submit the one CSRF-protected form in change_list.html.
             return format_html(
+                '<div class="sync-key">{}</div>'
                 '<button type="submit" form="sync-peer-actions" formaction="{}" class="button">'
                 "Reset key</button> "
                 '<button type="submit" form="sync-peer-actions" formaction="{}" class="button">'
                 "{}</button>",
+                status,
                 reverse("admin:sync_syncpeer_reset_key", args=[peer.pk]),
                 reverse("admin:sync_syncpeer_enabled", args=[peer.pk]),
                 "Disable" if peer.enabled else "Enable",

@@ -194,9 +194,8 @@ def test_sync_with_changes_record_who_made_them_by_admin_key_service_and_command
     assert peer.changed_by == "keeper"
     assert peer.changed_at is not None
     form = keeper_client.get(reverse("admin:sync_syncpeer_change", args=[peer.pk]))
+    # On each server's page; the list itself stays narrow enough for a laptop.
     assert last_changed_field(form.content.decode()).startswith("keeper, ")
-    changelist = keeper_client.get(reverse("admin:sync_syncpeer_changelist")).content.decode()
-    assert "keeper, " in changelist
 
     call_command("sync_peer", "update", "--sync-id", "3", "--name", "Island clinic")
     peer.refresh_from_db()

@@ -145,10 +145,13 @@ def test_master_admin_shows_each_satellites_health_trouble_and_a_readable_sync_l
     rows = page.locator("#result_list tbody tr")
     expect(rows).to_have_count(1)
     expect(rows.locator("td.field-name")).to_have_text("Island Clinic")
-    expect(rows.locator("td.field-failure_streak")).to_have_text("2")
-    expect(rows.locator("td.field-last_error")).to_contain_text("wrong_credentials")
-    expect(rows.locator("td.field-last_failed")).not_to_have_text("-")
+    error = rows.locator("td.field-last_error")
+    expect(error).to_contain_text("wrong_credentials")
+    expect(error.locator(".sync-streak")).to_have_text(
+        re.compile(r"^2 failures in a row, last \d{4}-\d\d-\d\d \d\d:\d\d:\d\d EAT$")
+    )
     screenshot(page, "sync-peers-errors.png")
+    assert_no_side_scroll(page)
 
     page.goto(LOG_URL)
     rows = page.locator("#result_list tbody tr")
@@ -267,6 +270,8 @@ def test_rejected_records_are_discarded_with_a_note_or_retried_from_the_admin(
 
     page.goto(PEERS_URL)
     lake = page.locator("#result_list tbody tr").filter(has_text="Lake Clinic")
-    expect(lake.locator("td.field-stages")).to_contain_text(
-        "4 acknowledged · 2 integrated · 0 waiting · 0 rejected"
+    expect(lake.locator("td.field-stages .sync-stages")).to_have_text(
+        "0 to push4 acknowledged2 integrated0 waiting0 rejected"
     )
+    screenshot(page, "sync-peers-stages.png")
+    assert_no_side_scroll(page)
