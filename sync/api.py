@@ -120,6 +120,15 @@ class SyncAPIView(APIView):
             outcome["message"] = str(data.get("message", ""))
         elif self.records_field:
             outcome["records"] = int(data.get(self.records_field) or 0)
+            if data.get("rejected") or data.get("waiting"):
+                rejected = data.get("rejected") or []
+                outcome.update(
+                    error_code=ErrorCode.REJECTED_RECORD,
+                    succeeded=True,
+                    message=f"Set aside {len(rejected)} record(s) the master could not "
+                    f"integrate, and {data.get('waiting') or 0} waiting for them: "
+                    + "; ".join(f"{r['table']} {r['id']}: {r['reason']}" for r in rejected),
+                )
         return outcome
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.auth.models import AbstractUser
+from django.core.exceptions import PermissionDenied
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, transaction
 from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
@@ -37,6 +38,15 @@ logger = logging.getLogger(__name__)
 
 # How many set-aside records an answer or a log message names; the admin lists them all.
 NAMED_AT_MOST = 5
+RESOLVE_PERMISSION = "sync.resolve_rejectedrecord"
+
+
+def _ensure_may_resolve(user: AbstractUser) -> None:
+    if not user.has_perm(RESOLVE_PERMISSION):
+        raise PermissionDenied(
+            f"{user.get_username()} may not retry or discard rejected records (permission "
+            f"{RESOLVE_PERMISSION})."
+        )
 
 
 def held_ids(sync_id: int) -> dict[str, set[uuid.UUID]]:
@@ -205,6 +215,7 @@ def rejected_retry_all(using: str = DEFAULT_DB_ALIAS) -> dict[int, RetryOutcome]
 
 def rejected_retry_by(*, sync_ids: Iterable[int], user: AbstractUser) -> dict[int, RetryOutcome]:
     """An administrator's Retry now, written to each satellite's admin history."""
+    _ensure_may_resolve(user)
     outcomes = {}
     for sync_id in sorted(set(sync_ids)):
         outcome = outcomes[sync_id] = rejected_retry(sync_id=sync_id)
@@ -220,6 +231,7 @@ def rejected_retry_by(*, sync_ids: Iterable[int], user: AbstractUser) -> dict[in
 @transaction.atomic
 def rejected_discard(*, records: Iterable[RejectedRecord], user: AbstractUser, note: str) -> int:
     """Discard set-aside records, and the ones that wait for them, with the user's note."""
+    _ensure_may_resolve(user)
     note = note.strip()
     if not note:
         raise ValueError("Say why these records are discarded: a note is required.")

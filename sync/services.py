@@ -232,6 +232,9 @@ class Exchange:
     records: int = 0
     error_code: str = ""
     message: str = ""
+    # A request answered with a warning (a push whose records were partly set aside) carries a
+    # code and succeeded all the same.
+    succeeded: bool | None = None
 
 
 def exchange_record(*, exchange: Exchange) -> None:
@@ -252,7 +255,9 @@ def _exchange_insert(exchange: Exchange) -> None:
         sync_id=exchange.sync_id,
         peer=exchange.peer,
         endpoint=exchange.endpoint,
-        result=ExchangeResult.FAILURE if exchange.error_code else ExchangeResult.SUCCESS,
+        result=ExchangeResult.SUCCESS
+        if (not exchange.error_code if exchange.succeeded is None else exchange.succeeded)
+        else ExchangeResult.FAILURE,
         error_code=exchange.error_code[:40],
         message=exchange.message,
         records=max(exchange.records, 0),
