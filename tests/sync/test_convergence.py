@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from sync.capture import SQLITE_SOURCE_FUNCTION
+from sync.capture import SQLITE_CHANGED_BY_FUNCTION, SQLITE_SOURCE_FUNCTION
 from tests.convergence import (
     Action,
     ConvergenceCluster,
@@ -58,6 +58,7 @@ def write(site: Site, statement: str) -> None:
     with closing(sqlite3.connect(site.database_url.removeprefix("sqlite:///"))) as connection:
         # The change-capture triggers ask this function which site a change came from.
         connection.create_function(SQLITE_SOURCE_FUNCTION, 0, lambda: None)
+        connection.create_function(SQLITE_CHANGED_BY_FUNCTION, 0, lambda: "")
         connection.execute(statement)
         connection.commit()
 

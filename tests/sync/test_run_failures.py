@@ -103,9 +103,11 @@ services.transaction_create(
 
 
 def stages(site: Site, sync_id: int) -> dict[str, int]:
-    """The site's figures of satellite `sync_id`'s records by stage (sync_status --json)."""
-    peers = site.manage_json("sync_status", "--json")["peers"]
-    peer = next(p for p in peers if p["sync_id"] == sync_id)
+    """The site's figures of satellite `sync_id`'s records by stage (sync_status --json): on
+    the master its entry for the satellite, on the satellite its entry for the master."""
+    status = site.manage_json("sync_status", "--json")
+    wanted = sync_id if status["role"] == "master" else 1
+    peer = next(p for p in status["peers"] if p["sync_id"] == wanted)
     return {stage: peer["stages"][stage] for stage in STAGES}
 
 
