@@ -18,6 +18,8 @@ from django.urls import reverse
 from django.utils import formats, timezone
 from django.utils.translation import gettext_lazy
 
+from msupply import identity
+
 from . import services
 from .models import Item, Name, StockLine, Store, Transaction, TransactionLine
 
@@ -124,10 +126,7 @@ class MasterDataAdmin(ServiceAdmin):
     readonly_fields = ["last_changed"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
-        # sync keeps the change log; its selectors are the public answer.
-        from sync.selectors import records_with_last_change
-
-        return records_with_last_change(super().get_queryset(request))
+        return identity.records_with_last_change(super().get_queryset(request))
 
     @admin.display(description="Last changed by", ordering="last_changed_at")
     def last_changed(self, record: Any) -> str:

@@ -11,6 +11,8 @@ from django.db import models
 from django.db.models import Case, Count, F, Min, Q, QuerySet, Sum, When, Window
 from django.db.models.functions import RowNumber, TruncDay, TruncMonth, TruncWeek
 
+from msupply import identity
+
 from .models import Item, StockLine, Store, Transaction, TransactionLine
 
 MONEY = models.DecimalField(max_digits=20, decimal_places=2)
@@ -52,13 +54,10 @@ class ReportScope:
 
 
 def report_scope() -> ReportScope:
-    """The scope of this site's reports, from the site's role as the sync app knows it."""
-    # sync owns the site's role; its selectors are the public answer (stores never imports more).
-    from sync.selectors import hosted_store_id, site_is_master
-
-    if site_is_master():
+    """The scope of this site's reports, from the site's role (msupply.identity)."""
+    if identity.site_is_master():
         return ReportScope(is_master=True)
-    store_id = hosted_store_id()
+    store_id = identity.hosted_store_id()
     store = Store.objects.filter(pk=store_id).first() if store_id else None
     return ReportScope(is_master=False, store=store)
 

@@ -12,6 +12,13 @@ from django.db import models, transaction
 from django.db.models import Max, ProtectedError
 
 from msupply.acting_user import Actor, changes_by
+from msupply.identity import (
+    master_record_may_be_held,
+    site_is_master,
+    site_sync_id,
+    store_hosting_peer,
+    store_is_hosted_here,
+)
 
 from .models import Item, Name, NumberCounter, StockLine, Store, Transaction, TransactionLine
 
@@ -25,9 +32,6 @@ MasterRecord = TypeVar("MasterRecord", Store, Item, Name)
 
 def master_data_ensure_writable() -> None:
     """Refuse master-data writes on a satellite, as the seed document requires."""
-    # sync owns the site's role; its selector is the public answer (stores never imports more).
-    from sync.selectors import site_is_master, site_sync_id
-
     if not site_is_master():
         raise MasterDataReadOnlyError(
             "Items, names and stores can only be added, changed or deleted on the master server "
@@ -42,8 +46,6 @@ class StoreNotHostedHereError(PermissionDenied):
 
 def store_data_ensure_writable(*, store: Store) -> None:
     """Refuse transaction and stock writes for a store that another site hosts."""
-    from sync.selectors import store_is_hosted_here
-
     if not store_is_hosted_here(store.pk):
         raise StoreNotHostedHereError(
             f"Store {store} is hosted by another server: its transactions and stock are entered "
@@ -97,8 +99,6 @@ def master_record_delete(*, record: MasterRecord, by: Actor = None) -> MasterRec
     after a real delete. The change log records `by` as the user who did it.
     """
     master_data_ensure_writable()
-    from sync.selectors import master_record_may_be_held, store_hosting_peer
-
     if isinstance(record, Store) and (peer := store_hosting_peer(code=record.code)):
         raise ValidationError(
             f"Store {record} is hosted by satellite {peer}: remove that server from Sync with "

@@ -11,7 +11,13 @@ class SyncConfig(AppConfig):
     verbose_name = "Synchronisation"
 
     def ready(self) -> None:
+        from msupply import identity
+
+        from . import selectors
         from .capture import register_sqlite_function, triggers_reinstall, triggers_remove_sqlite
+
+        # sync answers "who is this site" for the apps below it (msupply.identity).
+        identity.provider_set(selectors)
 
         connection_created.connect(register_sqlite_function, dispatch_uid="sync_source_site")
         pre_migrate.connect(triggers_remove_sqlite, sender=self, dispatch_uid="sync_triggers_off")

@@ -1,4 +1,4 @@
-"""Read paths of the sync app; `site_is_master` is the public answer to "may I edit master data"."""
+"""Read paths of the sync app; the site-identity ones answer msupply.identity's questions."""
 
 import uuid
 from dataclasses import dataclass
@@ -258,10 +258,22 @@ def store_is_hosted_here(store_id: uuid.UUID) -> bool:
     """
     if not site_is_master():
         return store_id == hosted_store_id()
+    return _stores_hosted_on_master().filter(pk=store_id).exists()
+
+
+def hosted_store_ids() -> frozenset[uuid.UUID]:
+    """The stores this site writes, by the rule of store_is_hosted_here: on a satellite its one
+    store (none before the first sync), on the master every store no satellite hosts."""
+    if not site_is_master():
+        store_id = hosted_store_id()
+        return frozenset() if store_id is None else frozenset({store_id})
+    return frozenset(_stores_hosted_on_master().values_list("pk", flat=True))
+
+
+def _stores_hosted_on_master() -> QuerySet[Any]:
     from stores.models import Store
 
-    hosted_elsewhere = SyncPeer.objects.values("store_code")
-    return Store.objects.filter(pk=store_id).exclude(code__in=hosted_elsewhere).exists()
+    return Store.objects.exclude(code__in=SyncPeer.objects.values("store_code"))
 
 
 def pending_changes_for(peer: SyncPeer) -> int:

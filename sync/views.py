@@ -4,8 +4,8 @@ from collections import Counter
 
 from django.http import HttpRequest, HttpResponse
 
+from msupply.tables import Column, ReportTable, report_render, report_view
 from stores.reports import report_scope
-from stores.views import Column, ReportTable, report_render, report_view
 
 from .reports import STALENESS_LABELS, satellite_statuses
 

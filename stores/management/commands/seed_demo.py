@@ -6,6 +6,7 @@ from typing import Any
 from django.core.exceptions import PermissionDenied
 from django.core.management.base import BaseCommand, CommandError
 
+from msupply import identity
 from stores import demo, services
 from stores.models import Item, Name, Store, Transaction
 
@@ -51,9 +52,7 @@ class Command(BaseCommand):
         )
 
     def _transactions(self, wanted: int) -> None:
-        from sync.selectors import store_is_hosted_here
-
-        store = next((s for s in Store.objects.all() if store_is_hosted_here(s.pk)), None)
+        store = next((s for s in Store.objects.all() if identity.store_is_hosted_here(s.pk)), None)
         if store is None:
             raise CommandError(
                 "This site hosts no store yet. On a satellite, run sync_now first: the master "

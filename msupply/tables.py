@@ -1,0 +1,187 @@
+"""Report pages in the admin's look: a table of typed columns, rendered as HTML or CSV.
+
+Shared below the apps, so that stores' reports and sync's status page use one toolkit and
+neither imports the other's views.
+"""
+
+import csv
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from django.contrib import admin
+from django.contrib.auth.decorators import login_required, permission_required
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.utils import timezone
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
+
+# Every report page, the sync status page too, is behind the one reports permission.
+REPORT_PERMISSION = "stores.view_reports"
+
+View = Callable[..., HttpResponse]
+
+
+def report_view(view: View) -> View:
+    """Log in first (302 to the login page), then hold the reports permission (else 403)."""
+    return login_required(permission_required(REPORT_PERMISSION, raise_exception=True)(view))
+
+
+ColumnKind = Literal["text", "number", "money", "date", "datetime"]
+
+
+@dataclass(frozen=True)
+class Column:
+    """A table column: its heading, how its values read on the page and how they go in a CSV."""
+
+    label: str
+    kind: ColumnKind = "text"
+
+    @property
+    def numeric(self) -> bool:
+        return self.kind in ("number", "money")
+
+    def text(self, value: Any) -> str:
+        if value is None:
+            return "" if self.kind == "text" else "—"
+        if isinstance(value, str):
+            # A label such as "Total" may stand in any column.
+            return value
+        if self.kind == "number":
+            return f"{value:,}"
+        if self.kind == "money":
+            return f"{value:,.2f}"
+        if self.kind == "date":
+            return value.isoformat()
+        if self.kind == "datetime":
+            return timezone.localtime(value).strftime("%Y-%m-%d %H:%M")
+        return str(value)
+
+    def csv(self, value: Any) -> Any:
+        """ISO dates, local ISO times, and text that a spreadsheet will not run as a formula."""
+        if value is None:
+            return ""
+        if isinstance(value, str):
+            # Spreadsheets run cells starting like formulas (CSV injection); quote them as text.
+            # Numbers are never str here, so a negative quantity stays a number.
+            return f"'{value}" if value[:1] in FORMULA_STARTS else value
+        if self.kind == "datetime":
+            return timezone.localtime(value).isoformat()
+        if self.kind == "date":
+            return value.isoformat()
+        return value
+
+
+# OWASP's CSV injection list: a leading tab or carriage return also starts a formula in some
+# spreadsheets (https://owasp.org/www-community/attacks/CSV_Injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+@dataclass(frozen=True)
+class Row:
+    """Raw values (what the CSV gets) and, by column index, what the page shows instead."""
+
+    values: Sequence[Any]
+    css: str = ""
+    texts: dict[int, str] | None = None
+    urls: dict[int, str] | None = None
+    classes: dict[int, str] | None = None
+
+
+@dataclass
+class ReportTable:
+    """Columns, body rows and footer (totals) rows: one HTML rendering and one CSV writer."""
+
+    # Rows render in Python rather than in a template loop: a master's table can hold thousands
+    # of cells, and this keeps a page well inside its one-second budget.
+
+    columns: list[Column]
+    rows: list[Row] = field(default_factory=list)
+    footer: list[Row] = field(default_factory=list)
+
+    def add(self, values: Sequence[Any], *, footer: bool = False, **display: Any) -> None:
+        """Append a row; `texts`, `urls` and `classes` override single cells by column index."""
+        (self.footer if footer else self.rows).append(Row(values=values, **display))
+
+    def _html(self, rows: list[Row]) -> SafeString:
+        cell_classes = ["num" if column.numeric else "" for column in self.columns]
+        html = []
+        for row in rows:
+            texts, urls, classes = row.texts or {}, row.urls or {}, row.classes or {}
+            cells = []
+            for index, (column, value) in enumerate(zip(self.columns, row.values, strict=True)):
+                text: str = escape(texts[index] if index in texts else column.text(value))
+                if index in urls:
+                    text = f'<a href="{escape(urls[index])}">{text}</a>'
+                css = " ".join(filter(None, [cell_classes[index], classes.get(index, "")]))
+                cells.append(
+                    f'<td class="{escape(css)}">{text}</td>' if css else f"<td>{text}</td>"
+                )
+            row_class = f' class="{escape(row.css)}"' if row.css else ""
+            html.append(f"<tr{row_class}>{''.join(cells)}</tr>")
+        # Every text, link and class above went through escape().
+        return mark_safe("\n".join(html))  # noqa: S308
+
+    def body_html(self) -> SafeString:
+        return self._html(self.rows)
+
+    def footer_html(self) -> SafeString:
+        return self._html(self.footer)
+
+
+def csv_response(*, filename: str, table: ReportTable) -> HttpResponse:
+    """The table as a CSV download: the heading row, the body rows, then the totals rows."""
+    # Written to a buffer first: HttpResponse.write per row costs more than the CSV itself.
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(column.label for column in table.columns)
+    writers = [column.csv for column in table.columns]
+    writer.writerows(
+        [write(value) for write, value in zip(writers, row.values, strict=True)]
+        for row in [*table.rows, *table.footer]
+    )
+    response = HttpResponse(buffer.getvalue(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+def wants_csv(request: HttpRequest) -> bool:
+    return request.GET.get("format") == "csv"
+
+
+class ReportHeading(Protocol):
+    """What a report page says about the data it covers (stores.reports.ReportScope)."""
+
+    @property
+    def heading(self) -> str: ...
+
+
+def report_render(
+    request: HttpRequest,
+    *,
+    template: str,
+    title: str,
+    scope: ReportHeading,
+    table: ReportTable | None = None,
+    filename: str = "",
+    **context: Any,
+) -> HttpResponse:
+    """The report page in the admin's look, or, with ?format=csv, its table as CSV."""
+    if table is not None and wants_csv(request):
+        return csv_response(filename=filename, table=table)
+    return TemplateResponse(
+        request,
+        template,
+        {
+            **admin.site.each_context(request),
+            "title": title,
+            "subtitle": scope.heading,
+            "scope": scope,
+            "table": table,
+            # Report tables need the width that the admin's app sidebar would take.
+            "is_nav_sidebar_enabled": False,
+            **context,
+        },
+    )
