@@ -97,7 +97,9 @@ def inbounds_make(*, store_ids: Iterable[uuid.UUID]) -> list[Transaction]:
             with transaction.atomic():
                 made.append(_inbound_make(outbound, transaction_number_next))
         except IntegrityError:
-            continue  # made meanwhile by another worker: the same record
+            if Transaction.objects.filter(pk=inbound_id(outbound.pk)).exists():
+                continue  # made meanwhile by another worker: the same record
+            raise
     return made
 
 
