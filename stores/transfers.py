@@ -13,6 +13,7 @@ it had pushed; one it had not is made again, the same record).
 import datetime
 import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
 from django.db.models import Q, QuerySet
@@ -139,3 +140,45 @@ def received_on_set(record: Transaction, today: datetime.date) -> None:
     """An inbound transfer notes the day it was received, as it is finalised."""
     if record.transfer_of_id is not None:
         record.received_on = today
+
+
+def inbounds_waiting_here() -> QuerySet[Transaction]:
+    """Inbound transfers to the stores this site hosts that wait, in draft, to be received."""
+    from .services import store_hosted_here
+
+    drafts = Transaction.objects.filter(
+        transfer_of__isnull=False, status=Transaction.Status.DRAFT
+    ).order_by()
+    # A handful of receiving stores, asked one by one: the site's role is the sync app's.
+    store_ids = [
+        store_id
+        for store_id in drafts.values_list("store_id", flat=True).distinct()
+        if store_hosted_here(store_id)
+    ]
+    return drafts.filter(store_id__in=store_ids)
+
+
+@dataclass(frozen=True)
+class TransferLine:
+    """A line of an outbound transfer: what was sent and what its inbound held here receives."""
+
+    item: str
+    batch: str
+    sent: int
+    # None when this site holds no inbound; 0 when the receiver removed the line.
+    received: int | None
+
+
+def transfer_lines(outbound: Transaction) -> list[TransferLine]:
+    """Each line of `outbound`, sent against received, as far as this site holds the inbound."""
+    inbound = Transaction.objects.filter(transfer_of=outbound).first()
+    received = dict(inbound.lines.values_list("id", "quantity")) if inbound is not None else {}
+    return [
+        TransferLine(
+            item=str(line.item),
+            batch=line.batch,
+            sent=line.quantity,
+            received=None if inbound is None else received.get(inbound_line_id(line.pk), 0),
+        )
+        for line in outbound.lines.select_related("item").order_by("item__code", "batch")
+    ]

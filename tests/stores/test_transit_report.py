@@ -4,6 +4,7 @@ the transaction admin's transfer marks and its incoming-transfers filter."""
 import csv
 import datetime
 import io
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -16,6 +17,7 @@ from stores import services
 from stores.models import Item, Store, Transaction, TransactionLine
 from stores.reports import ReportScope, goods_in_transit, transit_staleness
 from stores.services import LineInput
+from stores.transfers import inbounds_make
 from sync.models import SyncPeer
 from sync.services import peer_save, preferences_update
 from tests.factories import PeerStateFactory, UserFactory
@@ -284,3 +286,115 @@ def test_a_satellites_page_shows_its_own_stores_transfers(
     assert [row[:3] for row in table.body] == [
         ["WH Regional warehouse", "RM Remote post", str(network["far"].number)]
     ]
+
+
+# --- the transaction admin's transfer marks ------------------------------------------------
+
+
+@pytest.fixture
+def admin_client(client: Client) -> Client:
+    client.force_login(UserFactory(is_superuser=True))
+    return client
+
+
+def change_url(record: Transaction) -> str:
+    return f"/admin/stores/transaction/{record.pk}/change/"
+
+
+def test_the_list_marks_each_half_and_links_the_other_when_held_here(
+    admin_client: Client, network: dict[str, Any]
+) -> None:
+    old = network["old"]
+    page = admin_client.get("/admin/stores/transaction/").content.decode()
+    assert (
+        f'<a class="transfer-badge transfer-outbound" href="{change_url(old.inbound)}" '
+        f'title="{old.inbound} of CL Hill clinic">Outbound to CL</a>'
+    ) in page
+    assert (
+        f'<a class="transfer-badge transfer-inbound" href="{change_url(old)}" '
+        f'title="{old} of WH Regional warehouse">Inbound from WH</a>'
+    ) in page
+    # RM's site has not sent its inbound back: no link.
+    assert (
+        '<span class="transfer-badge transfer-outbound" title="RM Remote post">'
+        "Outbound to RM</span>"
+    ) in page
+    assert page.count("transfer-badge transfer-") == 4 + 3  # 4 outbounds, 3 inbounds held here
+    assert "stores/admin.css" in page
+
+
+def test_a_received_outbound_shows_where_when_and_sent_against_received(
+    admin_client: Client, network: dict[str, Any]
+) -> None:
+    done = network["done"]
+    page = admin_client.get(change_url(done)).content.decode()
+    today = timezone.localdate().isoformat()
+    assert (
+        f'<a href="{change_url(done.inbound)}">Received at CL Hill clinic on {today}</a>.'
+    ) in page
+    rows = page_rows(page)
+    assert rows == [
+        ["AMX Amoxicillin", "B1", "20", "18"],
+        ["ORS Oral rehydration salts", "B1", "8", "8"],
+    ]
+
+
+def test_an_unreceived_outbound_says_in_transit_or_waiting_in_draft(
+    admin_client: Client, network: dict[str, Any]
+) -> None:
+    old, far = network["old"], network["far"]
+    waiting = admin_client.get(change_url(old)).content.decode()
+    assert (
+        f'Not yet received: <a href="{change_url(old.inbound)}">{old.inbound}</a> waits in draft '
+        "at CL Hill clinic."
+    ) in waiting
+    assert (
+        "In transit: not yet received at RM Remote post."
+        in admin_client.get(change_url(far)).content.decode()
+    )
+
+
+def test_an_inbound_shows_its_outbounds_number_and_sent_quantities(
+    admin_client: Client, network: dict[str, Any]
+) -> None:
+    old = network["old"]
+    page = admin_client.get(change_url(old.inbound)).content.decode()
+    assert (
+        f'<a href="{change_url(old)}">Customer invoice (goods issued) {old.number} of '
+        f"WH Regional warehouse</a>, sent on {old.date.isoformat()}."
+    ) in page
+    assert '<th class="num">To receive</th>' in page
+    assert page_rows(page) == [
+        ["AMX Amoxicillin", "B1", "30", "30"],
+        ["ORS Oral rehydration salts", "B1", "12", "12"],
+    ]
+
+
+def test_a_plain_invoice_has_no_transfer_fields(
+    admin_client: Client, network: dict[str, Any]
+) -> None:
+    receipt = Transaction.objects.filter(kind=Transaction.Kind.SUPPLIER_INVOICE, transfer_of=None)
+    page = admin_client.get(change_url(receipt.first())).content.decode()  # type: ignore[arg-type]
+    assert "transfer-lines" not in page
+    assert "field-received" not in page
+    assert "field-sent" not in page
+
+
+def test_the_incoming_filter_lists_inbound_drafts_of_stores_hosted_here(
+    admin_client: Client, network: dict[str, Any]
+) -> None:
+    # An inbound draft at RM, which satellite 3 hosts: the master holds it, but does not receive it.
+    (remote_inbound,) = inbounds_make(store_ids=[network["remote"].pk])
+    response = admin_client.get("/admin/stores/transaction/", {"transfer": "incoming"})
+    shown = {record.pk for record in response.context["cl"].result_list}
+    assert shown == {network["old"].inbound.pk, network["back"].inbound.pk}
+    assert remote_inbound.pk not in shown
+    assert network["done"].inbound.pk not in shown  # received
+    assert "Incoming waiting to be received" in response.content.decode()
+
+
+def page_rows(page: str) -> list[list[str]]:
+    """The body cells of the transfer-lines table on an admin page."""
+    table = page[page.index('<table class="transfer-lines">') :]
+    body = table[table.index("<tbody>") : table.index("</tbody>")]
+    return [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in body.split("</tr>") if "<td" in row]
