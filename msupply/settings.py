@@ -243,6 +243,11 @@ SYNC_APPLIED_BATCH_RETENTION_DAYS = env.int("SYNC_APPLIED_BATCH_RETENTION_DAYS",
 SYNC_PEER_RETENTION_DAYS = env.int("SYNC_PEER_RETENTION_DAYS", default=30)
 SYNC_PRUNE_BATCH_SIZE = env.int("SYNC_PRUNE_BATCH_SIZE", default=10000)
 
+# Goods in transit report (README "Goods in transit"): a transfer not received after more than
+# TRANSIT_WARNING_DAYS days shows as a warning, after more than TRANSIT_ERROR_DAYS as an alarm.
+TRANSIT_WARNING_DAYS = env.int("TRANSIT_WARNING_DAYS", default=7)
+TRANSIT_ERROR_DAYS = env.int("TRANSIT_ERROR_DAYS", default=30)
+
 # Alerts (sync.alerts, README "Alerts"): on the master, one e-mail to SYNC_ALERT_EMAILS when a
 # satellite has failed SYNC_ALERT_FAILURES requests in a row, or has had no successful sync for
 # SYNC_ALERT_STALE_INTERVALS of its Sync time intervals (never less than the minimum), and one

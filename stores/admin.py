@@ -16,12 +16,15 @@ from django.forms.formsets import DELETION_FIELD_NAME
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils import formats, timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy
 
 from msupply import identity
 
 from . import services
 from .models import Item, Name, StockLine, Store, Transaction, TransactionLine
+from .transfers import TransferLine, inbounds_waiting_here, is_outbound_transfer, transfer_lines
 
 DELETE_SELECTED = gettext_lazy("Delete selected %(verbose_name_plural)s")
 
@@ -266,18 +269,144 @@ def _is_draft(record: Transaction | None) -> bool:
     return record is None or record.status == Transaction.Status.DRAFT
 
 
+class TransferFilter(admin.SimpleListFilter):
+    """Transfers between stores: the incoming ones waiting here to be received, or every half."""
+
+    title = "transfers"
+    parameter_name = "transfer"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [
+            ("incoming", "Incoming waiting to be received"),
+            ("outbound", "Outbound"),
+            ("inbound", "Inbound"),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "incoming":
+            return queryset.filter(pk__in=inbounds_waiting_here().values("pk"))
+        if self.value() == "outbound":
+            return queryset.filter(
+                kind=Transaction.Kind.CUSTOMER_INVOICE, name__store__isnull=False
+            )
+        if self.value() == "inbound":
+            return queryset.filter(transfer_of__isnull=False)
+        return queryset
+
+
+def _change_url(record: Transaction) -> str:
+    return reverse("admin:stores_transaction_change", args=[record.pk])
+
+
+def _transfer_lines_table(lines: list[TransferLine], received: str) -> SafeString:
+    """Sent against received quantities, line by line."""
+    return format_html(
+        '<table class="transfer-lines"><thead><tr><th>Item</th><th>Batch</th>'
+        '<th class="num">Sent</th><th class="num">{}</th></tr></thead><tbody>{}</tbody></table>',
+        received,
+        format_html_join(
+            "",
+            '<tr><td>{}</td><td>{}</td><td class="num">{}</td><td class="num">{}</td></tr>',
+            (
+                (line.item, line.batch, line.sent, "—" if line.received is None else line.received)
+                for line in lines
+            ),
+        ),
+    )
+
+
 @admin.register(Transaction)
 class TransactionAdmin(ServiceAdmin):
-    """Drafts are added, changed, deleted and finalised by the services; finalised are read-only."""
+    """Drafts are added, changed, deleted and finalised by the services; finalised are read-only.
 
-    list_display = ["number", "store", "kind", "name", "date", "status"]
-    list_filter = ["store", "kind", "status", "date"]
+    A transfer's two halves name each other: the list marks them, and each change page shows
+    the other half's number and its quantities, sent against received.
+    """
+
+    list_display = ["number", "store", "kind", "name", "date", "status", "transfer"]
+    list_filter = [TransferFilter, "store", "kind", "status", "date"]
     search_fields = ["number", "name__name", "store__code"]
     date_hierarchy = "date"
     autocomplete_fields = ["name"]
-    list_select_related = ["store", "name"]
+    list_select_related = ["store", "name__store", "transfer_of__store", "inbound"]
     inlines = [TransactionLineInline]
     actions = ["finalise", "delete_selected"]
+
+    class Media:
+        css = {"all": ["stores/admin.css"]}
+
+    @admin.display(description="Transfer")
+    def transfer(self, record: Transaction) -> str:
+        """Outbound to, or inbound from, the other store; linked when this site holds the other
+        half (an inbound's outbound always; an outbound's inbound once made or synced here)."""
+        outbound = record.transfer_of
+        if outbound is not None:
+            return format_html(
+                '<a class="transfer-badge transfer-inbound" href="{}" title="{}">'
+                "Inbound from {}</a>",
+                _change_url(outbound),
+                f"{outbound} of {outbound.store}",
+                outbound.store.code,
+            )
+        receiver = record.name.store if record.name is not None else None
+        if record.kind != Transaction.Kind.CUSTOMER_INVOICE or receiver is None:
+            return ""
+        try:
+            inbound: Transaction | None = record.inbound
+        except Transaction.DoesNotExist:
+            inbound = None
+        if inbound is None:
+            return format_html(
+                '<span class="transfer-badge transfer-outbound" title="{}">Outbound to {}</span>',
+                str(receiver),
+                receiver.code,
+            )
+        return format_html(
+            '<a class="transfer-badge transfer-outbound" href="{}" title="{}">Outbound to {}</a>',
+            _change_url(inbound),
+            f"{inbound} of {receiver}",
+            receiver.code,
+        )
+
+    @admin.display(description="Received")
+    def received(self, record: Transaction) -> str:
+        """Where and when the receiving store received this outbound, line by line, or not yet."""
+        if record.status == Transaction.Status.DRAFT:
+            return "Not sent yet: this outbound transfer is a draft."
+        receiver = record.name.store if record.name is not None else None
+        inbound = Transaction.objects.filter(transfer_of=record).select_related("store").first()
+        if inbound is None:
+            return f"In transit: not yet received at {receiver}."
+        if inbound.status != Transaction.Status.FINALISED or inbound.received_on is None:
+            return format_html(
+                'Not yet received: <a href="{}">{}</a> waits in draft at {}.',
+                _change_url(inbound),
+                str(inbound),
+                str(inbound.store),
+            )
+        return format_html(
+            '<a href="{}">Received at {} on {}</a>.{}',
+            _change_url(inbound),
+            str(inbound.store),
+            inbound.received_on.isoformat(),
+            _transfer_lines_table(transfer_lines(record), "Received"),
+        )
+
+    @admin.display(description="Sent")
+    def sent(self, record: Transaction) -> str:
+        """The outbound this inbound receives: its number, store, date and sent quantities."""
+        outbound = record.transfer_of
+        if outbound is None:
+            return ""
+        received = "Received" if record.status == Transaction.Status.FINALISED else "To receive"
+        return format_html(
+            '<a href="{}">{} of {}</a>, sent on {}.{}',
+            _change_url(outbound),
+            str(outbound),
+            str(outbound.store),
+            outbound.date.isoformat(),
+            _transfer_lines_table(transfer_lines(outbound), received),
+        )
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return _is_draft(obj) and super().has_change_permission(request, obj)
@@ -287,7 +416,13 @@ class TransactionAdmin(ServiceAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         # A draft stays in the store it was entered in: its number is that store's.
-        return ["number", "status"] if obj is None else ["store", "number", "status"]
+        if obj is None:
+            return ["number", "status"]
+        if obj.transfer_of_id is not None:
+            return ["store", "number", "status", "transfer", "sent"]
+        if is_outbound_transfer(obj):
+            return ["store", "number", "status", "transfer", "received"]
+        return ["store", "number", "status"]
 
     def get_form(
         self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any

@@ -111,3 +111,23 @@ def transactions_defaults() -> dict[str, str]:
         "date_to": today.isoformat(),
         "period": Period.WEEK,
     }
+
+
+class TransitFilterForm(forms.Form):
+    """The goods in transit filters: the sending and the receiving store, each any store, since a
+    satellite's transfers come from and go to stores it does not host."""
+
+    from_store = forms.ModelChoiceField(
+        label="From store",
+        queryset=Store.objects.order_by("code"),
+        required=False,
+        to_field_name="code",
+        empty_label="All",
+    )
+    to_store = forms.ModelChoiceField(
+        label="To store",
+        queryset=Store.objects.order_by("code"),
+        required=False,
+        to_field_name="code",
+        empty_label="All",
+    )

@@ -50,6 +50,8 @@ class Item(SyncedModel):
 class NameKind(models.TextChoices):
     CUSTOMER = "customer", "Customer"
     SUPPLIER = "supplier", "Supplier"
+    # The name a store trades under: a customer invoice to it is a transfer (stores.transfers).
+    STORE = "store", "Store"
 
 
 class TransactionKind(models.TextChoices):
@@ -72,11 +74,23 @@ class Name(SyncedModel):
     name = models.CharField(max_length=200)
     kind = models.CharField(max_length=10, choices=Kind.choices)
     active = models.BooleanField(default=True)
+    # Set on a store's own name (kind "store"), made on the master with the store.
+    store = models.OneToOneField(
+        Store,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="trading_name",
+        help_text="The store that trades under this name: invoices to it are transfers.",
+    )
 
     class Meta:
         ordering = ["code"]
         constraints = [
             models.CheckConstraint(condition=Q(kind__in=NameKind.values), name="name_kind_valid"),
+            models.CheckConstraint(
+                condition=Q(store__isnull=True) | Q(kind=NameKind.STORE), name="name_store_kind"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -97,6 +111,19 @@ class Transaction(SyncedModel):
     )
     date = models.DateField()
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
+    # On an inbound transfer (a supplier invoice made from another store's customer invoice to
+    # this store): that outbound. One to one: an outbound has at most one inbound, ever.
+    transfer_of = models.OneToOneField(
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="inbound",
+        help_text="The outbound transfer this inbound transfer receives.",
+    )
+    # When an inbound transfer was received (finalised) at its store.
+    received_on = models.DateField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["store", "-number"]

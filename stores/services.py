@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models, transaction
 from django.db.models import Max, ProtectedError
+from django.utils import timezone
 
 from msupply.acting_user import Actor, changes_by
 from msupply.identity import (
@@ -21,6 +22,7 @@ from msupply.identity import (
 )
 
 from .models import Item, Name, NumberCounter, StockLine, Store, Transaction, TransactionLine
+from .transfers import inbound_line_id, inbounds_make, received_on_set, store_name_for
 
 
 class MasterDataReadOnlyError(PermissionDenied):
@@ -66,9 +68,12 @@ def master_record_save(*, record: MasterRecord, by: Actor = None, **changes: Any
     return record
 
 
+@transaction.atomic
 def store_create(*, code: str, name: str, by: Actor = None) -> Store:
-    """Add a store on the master."""
-    return master_record_save(record=Store(), by=by, code=code, name=name)
+    """Add a store on the master, with the name it trades under (stores.transfers)."""
+    store = master_record_save(record=Store(), by=by, code=code, name=name)
+    master_record_save(record=store_name_for(store), by=by)
+    return store
 
 
 def item_create(*, code: str, name: str, unit: str, by: Actor = None) -> Item:
@@ -218,10 +223,51 @@ def transaction_save(*, record: Transaction, lines: list[LineInput] | None = Non
             lines = [LineInput.of(line) for line in stored.lines.select_related("item")]
         transaction_lines_validate(kind=record.kind, lines=lines)
         record.number, record.status = stored.number, stored.status
+        if stored.transfer_of_id is not None:
+            _inbound_changes_check(stored, record, lines)
+            record.transfer_of_id = stored.transfer_of_id
     record.full_clean()
     record.save()
     _lines_save(record=record, lines=lines)
     return record
+
+
+def _inbound_changes_check(
+    stored: Transaction, record: Transaction, lines: list[LineInput]
+) -> None:
+    """An inbound transfer's receiver corrects received quantities (down to what arrived) or
+    removes a line that did not arrive; the rest is what the sender sent."""
+    if (record.kind, record.name_id, record.date) != (stored.kind, stored.name_id, stored.date):
+        raise ValidationError(
+            f"{stored} is an inbound transfer: its kind, supplier and date are the sender's. "
+            "Only the received quantities can be corrected."
+        )
+    sent = {line.pk: line for line in stored.lines.all()}
+    outbound_lines = TransactionLine.objects.filter(transaction__inbound=stored)
+    sent_quantity = {inbound_line_id(line.pk): line.quantity for line in outbound_lines}
+    for line in lines:
+        was = sent.get(line.id) if line.id is not None else None
+        if was is None:
+            raise ValidationError(
+                f"{stored} is an inbound transfer: it receives the lines that were sent, so a "
+                "line cannot be added to it."
+            )
+        if (line.item.pk, line.batch, line.expiry, line.cost_price) != (
+            was.item_id,
+            was.batch,
+            was.expiry,
+            was.cost_price,
+        ):
+            raise ValidationError(
+                f"{stored} is an inbound transfer: a line's item, batch, expiry and cost are "
+                "the sender's. Only the received quantity can be corrected."
+            )
+        most = sent_quantity.get(was.pk, was.quantity)
+        if line.quantity > most:
+            raise ValidationError(
+                f"{line.item} batch {line.batch}: {line.quantity} received is more than the "
+                f"{most} sent. Receive at most what was sent."
+            )
 
 
 def _draft_ensure(record: Transaction) -> None:
@@ -259,10 +305,16 @@ def _lines_save(*, record: Transaction, lines: list[LineInput]) -> None:
 
 @transaction.atomic
 def transaction_delete(*, record: Transaction) -> None:
-    """Delete a draft and its lines; a finalised transaction is read-only."""
+    """Delete a draft and its lines; a finalised transaction is read-only, and an inbound
+    transfer is received, never deleted (it would only be made again)."""
     stored = Transaction.objects.select_for_update().select_related("store").get(pk=record.pk)
     store_data_ensure_writable(store=stored.store)
     _draft_ensure(stored)
+    if stored.transfer_of_id is not None:
+        raise ValidationError(
+            f"{stored} of {stored.store} is an inbound transfer: it cannot be deleted. Correct "
+            "the received quantities (or remove a line that did not arrive) and finalise it."
+        )
     stored.delete()
 
 
@@ -331,8 +383,19 @@ def transaction_finalise(*, record: Transaction) -> Transaction:
     StockLine.objects.bulk_update(changed, ["quantity"])
     StockLine.objects.bulk_create(created)
     record.status = Transaction.Status.FINALISED
-    record.save(update_fields=["status"])
+    received_on_set(record, timezone.localdate())
+    record.save(update_fields=["status", "received_on"])
+    if record.kind == Transaction.Kind.CUSTOMER_INVOICE and record.name_id is not None:
+        # A transfer to a store this site hosts arrives at once, with no sync.
+        receiver = Name.objects.filter(pk=record.name_id).values_list("store_id", flat=True)
+        hosted = [store_id for store_id in receiver if store_id and store_hosted_here(store_id)]
+        inbounds_make(store_ids=hosted)
     return record
+
+
+def store_hosted_here(store_id: uuid.UUID) -> bool:
+    """Tell whether this site hosts `store_id` (writes its transactions and stock)."""
+    return store_is_hosted_here(store_id)
 
 
 @transaction.atomic
@@ -342,3 +405,8 @@ def master_data_seed(*, stores: list[Store], items: list[Item], names: list[Name
     Store.objects.bulk_create(stores, batch_size=1000, ignore_conflicts=True)
     Item.objects.bulk_create(items, batch_size=1000, ignore_conflicts=True)
     Name.objects.bulk_create(names, batch_size=1000, ignore_conflicts=True)
+    # Each store trades under a name of its own; the ones that have none get it now.
+    unnamed = Store.objects.filter(code__in=[store.code for store in stores], trading_name=None)
+    Name.objects.bulk_create(
+        [store_name_for(store) for store in unnamed], batch_size=1000, ignore_conflicts=True
+    )

@@ -4,6 +4,7 @@ import datetime
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from django.conf import settings
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
@@ -15,6 +16,7 @@ from .forms import (
     ExpiringStockFilterForm,
     StockFilterForm,
     TransactionsFilterForm,
+    TransitFilterForm,
     transactions_defaults,
 )
 from .reports import Period
@@ -307,4 +309,86 @@ def transactions_report(request: HttpRequest) -> HttpResponse:
         result=totals,
         page=page,
         chart=chart,
+    )
+
+
+TRANSIT_STATUS = {"ok": "OK", "warning": "Over {warning} days", "error": "Over {error} days"}
+
+
+@report_view
+def goods_in_transit_report(request: HttpRequest) -> HttpResponse:
+    """Outbound transfers not yet received, longest in transit first, with a chart by receiver."""
+    scope = reports.report_scope()
+    form = TransitFilterForm(request.GET)
+    table = ReportTable(
+        [
+            Column("From store"),
+            Column("To store"),
+            Column("Outbound number", "number"),
+            Column("Date sent", "date"),
+            Column("Days in transit", "number"),
+            Column("Status"),
+            Column("Inbound draft", "number"),
+            Column("Value", "money"),
+        ]
+    )
+    transit, chart = None, None
+    if form.is_valid():
+        transit = reports.goods_in_transit(
+            scope=scope,
+            today=timezone.localdate(),
+            from_store=form.cleaned_data["from_store"],
+            to_store=form.cleaned_data["to_store"],
+        )
+        labels = {
+            key: label.format(
+                warning=settings.TRANSIT_WARNING_DAYS, error=settings.TRANSIT_ERROR_DAYS
+            )
+            for key, label in TRANSIT_STATUS.items()
+        }
+        for transfer in transit.transfers:
+            table.add(
+                [
+                    f"{transfer.from_code} {transfer.from_name}",
+                    f"{transfer.to_code} {transfer.to_name}",
+                    transfer.number,
+                    transfer.sent_on,
+                    transfer.days,
+                    labels[transfer.staleness],
+                    transfer.inbound_number,
+                    transfer.value,
+                ],
+                css=f"sync-{transfer.staleness}",
+                classes={5: f"sync-badge sync-{transfer.staleness}"},
+            )
+        count = len(transit.transfers)
+        table.add(
+            [
+                "Total",
+                f"{count} transfer{'s' if count != 1 else ''}",
+                "",
+                None,
+                None,
+                "",
+                None,
+                transit.in_transit_value,
+            ],
+            footer=True,
+        )
+        if transit.transfers:
+            chart = charts.bar_chart(
+                title="Value in transit by receiving store", bars=transit.value_by_receiver()
+            )
+    return report_render(
+        request,
+        template="reports/goods_in_transit.html",
+        title="Goods in transit",
+        scope=scope,
+        table=table,
+        filename="goods-in-transit.csv",
+        form=form,
+        result=transit,
+        chart=chart,
+        warning_days=settings.TRANSIT_WARNING_DAYS,
+        error_days=settings.TRANSIT_ERROR_DAYS,
     )

@@ -34,6 +34,7 @@ from .registry import MASTER_DATA_SCOPE
 from .rejects import rejected_retry, set_aside_summary, stage_counts
 from .selectors import preferences_get
 from .services import Exchange, exchange_record
+from .transfers import transfer_lines_add, transfer_scope
 
 
 class SetAsideSerializer(serializers.Serializer):
@@ -352,12 +353,15 @@ class PullView(SyncAPIView):
         PeerState.objects.filter(peer=caller.peer).update(
             served_txid=served.txid, served_seq=served.seq
         )
-        scope = MASTER_DATA_SCOPE
+        store_id = peer_store(caller.peer).pk
+        # Master data, and the other stores' transfers that concern the satellite's store.
+        scope = MASTER_DATA_SCOPE | transfer_scope(store_id)
         if query.validated_data["store_only"]:
-            scope = Q(store_id=peer_store(caller.peer).pk)
+            scope = Q(store_id=store_id)
         elif query.validated_data["initial"]:
-            scope |= Q(store_id=peer_store(caller.peer).pk)
+            scope |= Q(store_id=store_id)
         page = changes_page(cursor, scope, query.validated_data["limit"])
+        transfer_lines_add(page.changeset, store_id)
         # The requested cursor is what the satellite has applied: it tells what it still lacks.
         seen: dict[str, Any] = {"pull_txid": cursor.txid, "pull_seq": cursor.seq}
         if page.remaining == 0:

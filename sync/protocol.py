@@ -16,8 +16,9 @@ from .errors import ErrorCode, SyncError
 logger = logging.getLogger(__name__)
 
 # Version 2: pushes carry their place in the satellite's push history (sync.push).
-PROTOCOL_VERSION = 2
-PROTOCOL_MIN_VERSION = 2
+# Version 3: names carry their store, transactions their transfer link (stores.transfers).
+PROTOCOL_VERSION = 3
+PROTOCOL_MIN_VERSION = 3
 API_PREFIX = "/api/sync/v1/"
 SYNC_ID_HEADER = "X-Sync-Id"
 VERSION_HEADER = "X-Sync-Protocol"

@@ -40,6 +40,8 @@ from .models import (
 )
 from .registry import SYNCED_TABLES
 from .rejects import held_ids, held_merge, held_store, set_aside_summary
+from .selectors import master_hosted_store_ids
+from .transfers import inbounds_make_here
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +146,8 @@ def push_batch_apply(
             return PushOutcome(0, True, applied)
         _ensure_in_order(peer, record, applied)
         result = _apply(peer, store, changeset)
+        # An outbound transfer to a store the master hosts is received here (sync.transfers).
+        inbounds_make_here(master_hosted_store_ids())
         AppliedBatch.objects.create(
             sync_id=peer.sync_id, batch_id=batch_id, records=len(changeset), digest=digest
         )

@@ -38,6 +38,7 @@ from .prune import REINITIALISE_REQUIRED
 from .push import PushRecord
 from .registry import LOCAL_STORE_DATA_SCOPE
 from .selectors import preferences_get, unpushed_records_count
+from .transfers import inbounds_make_here
 
 logger = logging.getLogger(__name__)
 
@@ -211,6 +212,19 @@ def _sync_steps(run: Run, protocol_version: int) -> None:
             "through.",
         ) from failure
     _pull(run, client, state)
+    _inbound_transfers(run, client, state)
+
+
+def _inbound_transfers(run: Run, client: MasterClient, state: PeerState) -> None:
+    """Make the inbound transfers of the outbounds the pull brought, and push them at once."""
+    if state.hosted_store_id is None:
+        return
+    made = inbounds_make_here([uuid.UUID(str(state.hosted_store_id))])
+    if not made:
+        return
+    run.notes.append(f"{made} inbound transfer(s) arrived, to be received.")
+    run.step(SyncStep.PUSH)
+    _push_batches(run, client, state, PushRecord(generation=state.push_generation))
 
 
 def _master_peer() -> tuple[SyncPeer, PeerState]:

@@ -123,14 +123,20 @@ def open_report(page: Page, name: str) -> None:
 def test_admin_index_leads_to_the_reports_index(page: Page) -> None:
     page.goto("/admin/")
     module = page.locator("#reports-module")
-    for name in ("Stock on hand", "Expiring stock", "Transactions", "Sync status"):
+    for name in (
+        "Stock on hand",
+        "Expiring stock",
+        "Transactions",
+        "Goods in transit",
+        "Sync status",
+    ):
         expect(module.get_by_role("link", name=name, exact=True)).to_be_visible()
 
     with page.expect_navigation():
         module.get_by_role("link", name="Reports").click()
 
     expect(page).to_have_url(re.compile(r"/reports/$"))
-    expect(page.locator("#reports-module tr")).to_have_count(4)
+    expect(page.locator("#reports-module tr")).to_have_count(5)
     screenshot(page, "index")
 
 
