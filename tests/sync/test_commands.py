@@ -123,7 +123,9 @@ def test_seed_demo_is_idempotent() -> None:
     first = sorted(Item.objects.values_list("id", "code", "name", "unit"))
     run("seed_demo", "--stores", "3", "--items", "50", "--names", "20")
     assert sorted(Item.objects.values_list("id", "code", "name", "unit")) == first
-    assert (Store.objects.count(), Item.objects.count(), Name.objects.count()) == (3, 50, 20)
+    # 20 customers and suppliers, and the name each store trades under.
+    assert (Store.objects.count(), Item.objects.count(), Name.objects.count()) == (3, 50, 23)
+    assert Name.objects.filter(store__isnull=False).count() == 3
     assert Name.objects.filter(kind=Name.Kind.SUPPLIER).count() == 4
     assert Item.objects.filter(name__startswith="Amoxicillin").exists()
 
