@@ -252,3 +252,56 @@ def test_exactly_one_inbound_through_a_cut_pull_a_crash_and_a_rebuild(cluster: C
     assert inbounds(rebuilt, outbound) == [("S003", "finalised", 7)]
     assert inbounds(master, outbound) == [("S003", "finalised", 7)]
     assert stock(rebuilt, "S003", "I00006") == 7
+
+
+def test_the_masters_stock_is_every_stores_finalised_movements_and_transit_is_sent_less_received(
+    cluster: Cluster,
+) -> None:
+    master, (two, _, four) = cluster.master, cluster.satellites
+    on_its_way = send(two, "S002", "S004", "I00007", 3)
+    for satellite in cluster.satellites:
+        sync_ok(satellite)
+    assert inbounds(four, on_its_way) == [("S004", "draft", 3)]
+    movements = dict(
+        sql(
+            master,
+            "SELECT t.store_id || ':' || l.item_id || ':' || l.batch, SUM(CASE t.kind "
+            "WHEN 'customer_invoice' THEN -l.quantity ELSE l.quantity END) "
+            "FROM stores_transactionline l JOIN stores_transaction t ON t.id = l.transaction_id "
+            "WHERE t.status = 'finalised' GROUP BY 1",
+        )
+    )
+    on_hand = dict(
+        sql(
+            master,
+            "SELECT store_id || ':' || item_id || ':' || batch, SUM(quantity) "
+            "FROM stores_stockline GROUP BY 1",
+        )
+    )
+    assert {k: v for k, v in movements.items() if v} == {k: v for k, v in on_hand.items() if v}
+    ((sent, received, unreceived),) = sql(
+        master,
+        "SELECT (SELECT COALESCE(SUM(l.quantity), 0) FROM stores_transactionline l "
+        "  JOIN stores_transaction o ON o.id = l.transaction_id JOIN stores_name n "
+        "  ON n.id = o.name_id WHERE o.status = 'finalised' AND n.store_id IS NOT NULL), "
+        "(SELECT COALESCE(SUM(l.quantity), 0) FROM stores_transactionline l JOIN "
+        "  stores_transaction i ON i.id = l.transaction_id WHERE i.transfer_of_id IS NOT NULL "
+        "  AND i.status = 'finalised'), "
+        "(SELECT COALESCE(SUM(l.quantity), 0) FROM stores_transactionline l "
+        "  JOIN stores_transaction o ON o.id = l.transaction_id JOIN stores_name n "
+        "  ON n.id = o.name_id WHERE o.status = 'finalised' AND n.store_id IS NOT NULL AND NOT "
+        "  EXISTS (SELECT 1 FROM stores_transaction i WHERE i.transfer_of_id = o.id "
+        "  AND i.status = 'finalised'))",
+    )
+    # Goods in transit are what was sent and not yet received, plus what receivers found short.
+    ((short,),) = sql(
+        master,
+        "SELECT COALESCE(SUM(o_l.quantity), 0) - COALESCE((SELECT SUM(l.quantity) FROM "
+        "stores_transactionline l JOIN stores_transaction i ON i.id = l.transaction_id "
+        "WHERE i.transfer_of_id IS NOT NULL AND i.status = 'finalised'), 0) "
+        "FROM stores_transactionline o_l JOIN stores_transaction o ON o.id = o_l.transaction_id "
+        "WHERE EXISTS (SELECT 1 FROM stores_transaction i WHERE i.transfer_of_id = o.id "
+        "AND i.status = 'finalised')",
+    )
+    assert int(sent) == int(received) + int(short) + int(unreceived)
+    assert int(unreceived) >= 3
