@@ -179,6 +179,8 @@ def transaction_row(
         name_id=name,
         date="2024-01-02",
         status="draft",
+        transfer_of_id=None,
+        received_on=None,
     )
 
 
