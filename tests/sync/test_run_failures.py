@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from msupply.sites import ROOT, Cluster, Site
+from sync.protocol import PROTOCOL_VERSION
 from tests.sync.realsites import satellite_key
 
 pytestmark = pytest.mark.servers
@@ -218,8 +219,8 @@ def cut_push(key: str) -> bytes:
     """The first bytes of satellite 2's push, which promise 100,000 bytes of body."""
     return (
         b"POST /api/sync/v1/push/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Sync-Id: 2\r\n"
-        b"X-Sync-Protocol: 2\r\nAuthorization: Key " + key.encode() + b"\r\n"
-        b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+        + f"X-Sync-Protocol: {PROTOCOL_VERSION}\r\nAuthorization: Key {key}\r\n".encode()
+        + b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
         b'{"batch_id": "b1", "changes": {"upserts": ['
     )
 
