@@ -388,14 +388,9 @@ def transaction_finalise(*, record: Transaction) -> Transaction:
     if record.kind == Transaction.Kind.CUSTOMER_INVOICE and record.name_id is not None:
         # A transfer to a store this site hosts arrives at once, with no sync.
         receiver = Name.objects.filter(pk=record.name_id).values_list("store_id", flat=True)
-        hosted = [store_id for store_id in receiver if store_id and store_hosted_here(store_id)]
+        hosted = [store_id for store_id in receiver if store_id and store_is_hosted_here(store_id)]
         inbounds_make(store_ids=hosted)
     return record
-
-
-def store_hosted_here(store_id: uuid.UUID) -> bool:
-    """Tell whether this site hosts `store_id` (writes its transactions and stock)."""
-    return store_is_hosted_here(store_id)
 
 
 @transaction.atomic

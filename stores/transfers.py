@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from django.db import IntegrityError, transaction
 from django.db.models import Q, QuerySet
 
+from msupply.identity import hosted_store_ids
+
 from .models import Name, Store, Transaction, TransactionLine
 
 # Fixed for ever: every site derives the same ids from it.
@@ -144,18 +146,11 @@ def received_on_set(record: Transaction, today: datetime.date) -> None:
 
 def inbounds_waiting_here() -> QuerySet[Transaction]:
     """Inbound transfers to the stores this site hosts that wait, in draft, to be received."""
-    from .services import store_hosted_here
-
-    drafts = Transaction.objects.filter(
-        transfer_of__isnull=False, status=Transaction.Status.DRAFT
-    ).order_by()
-    # A handful of receiving stores, asked one by one: the site's role is the sync app's.
-    store_ids = [
-        store_id
-        for store_id in drafts.values_list("store_id", flat=True).distinct()
-        if store_hosted_here(store_id)
-    ]
-    return drafts.filter(store_id__in=store_ids)
+    return Transaction.objects.filter(
+        transfer_of__isnull=False,
+        status=Transaction.Status.DRAFT,
+        store_id__in=hosted_store_ids(),
+    )
 
 
 @dataclass(frozen=True)

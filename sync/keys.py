@@ -61,7 +61,8 @@ def _peer_for_change(sync_id: int, user: User) -> SyncPeer:
     return SyncPeer.objects.select_for_update().get(sync_id=sync_id)
 
 
-def _history(user: User, peer: SyncPeer, message: str) -> None:
+def peer_history(user: User, peer: SyncPeer, message: str) -> None:
+    """Write `message` into `peer`'s admin History, as done by `user`."""
     LogEntry.objects.log_actions(
         user_id=user.pk,
         queryset=[peer],
@@ -79,7 +80,9 @@ def peer_key_reset(*, sync_id: int, user: User) -> SyncPeer:
     peer.key_issued_at = None
     noted = peer.changed(by=user)
     peer.save(update_fields=["key_hash", "pending_key_hash", "key_issued_at", *noted])
-    _history(user, peer, "Reset the sync key: the next server to enrol as this Sync ID gets it.")
+    peer_history(
+        user, peer, "Reset the sync key: the next server to enrol as this Sync ID gets it."
+    )
     return peer
 
 
@@ -91,7 +94,7 @@ def peer_key_preissue(*, sync_id: int, user: User) -> str:
         raise PermissionDenied(
             f"Satellite {sync_id} is enrolled already: reset its key first (sync_key reset)."
         )
-    _history(user, peer, "Issued a sync key to install on the satellite by hand.")
+    peer_history(user, peer, "Issued a sync key to install on the satellite by hand.")
     peer.save(update_fields=peer.changed(by=user))
     return peer_key_issue(peer=peer)
 
@@ -102,7 +105,7 @@ def peer_enabled_set(*, sync_id: int, enabled: bool, user: User) -> SyncPeer:
     peer = _peer_for_change(sync_id, user)
     peer.enabled = enabled
     peer.save(update_fields=["enabled", *peer.changed(by=user)])
-    _history(user, peer, "Enabled synchronisation." if enabled else "Disabled synchronisation.")
+    peer_history(user, peer, "Enabled synchronisation." if enabled else "Disabled synchronisation.")
     return peer
 
 

@@ -17,6 +17,7 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from stores.models import Store
+from stores.transfers import inbounds_make
 
 from .changes import ChangeSet, Cursor, WireError
 from .errors import ErrorCode, SyncError
@@ -40,8 +41,7 @@ from .models import (
 )
 from .registry import SYNCED_TABLES
 from .rejects import held_ids, held_merge, held_store, set_aside_summary
-from .selectors import master_hosted_store_ids
-from .transfers import inbounds_make_here
+from .selectors import hosted_store_ids
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def push_batch_apply(
         _ensure_in_order(peer, record, applied)
         result = _apply(peer, store, changeset)
         # An outbound transfer to a store the master hosts is received here (sync.transfers).
-        inbounds_make_here(master_hosted_store_ids())
+        inbounds_make(store_ids=hosted_store_ids())
         AppliedBatch.objects.create(
             sync_id=peer.sync_id, batch_id=batch_id, records=len(changeset), digest=digest
         )

@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import PermissionDenied
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, transaction
@@ -31,6 +30,7 @@ from .integration import (
     changeset_apply_isolated,
     changeset_check_ownership,
 )
+from .keys import peer_history
 from .models import HeldStatus, PeerState, RejectedRecord, SyncPeer
 from .registry import SYNCED_TABLES
 
@@ -164,6 +164,8 @@ def rejected_retry(*, sync_id: int) -> RetryOutcome:
     """Try satellite `sync_id`'s set-aside records again, under its integration lock."""
     from .push import peer_store
 
+    if not RejectedRecord.objects.filter(sync_id=sync_id).exists():
+        return RetryOutcome(0, 0, 0)  # every contact asks: no lock when nothing is aside
     with transaction.atomic():
         # The same row lock a push takes: one integration at a time per satellite.
         state = PeerState.objects.select_for_update().filter(peer__sync_id=sync_id).first()
@@ -265,15 +267,8 @@ def rejected_discard(*, records: Iterable[RejectedRecord], user: AbstractUser, n
 
 def _history(user: AbstractUser, sync_id: int, message: str) -> None:
     peer = SyncPeer.objects.filter(sync_id=sync_id).first()
-    if peer is None:
-        return
-    LogEntry.objects.log_actions(
-        user_id=user.pk,
-        queryset=[peer],
-        action_flag=CHANGE,
-        change_message=message,
-        single_object=True,
-    )
+    if peer is not None:
+        peer_history(user, peer, message)
 
 
 def with_held_counts(peers: QuerySet[SyncPeer]) -> QuerySet[SyncPeer]:

@@ -16,6 +16,8 @@ from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
+from stores.transfers import inbounds_make
+
 from .changes import ChangePage, Cursor, changes_page, changes_since, range_digest
 from .client import MasterClient, PulledPage
 from .errors import REMEDIES, ErrorCode, SyncError
@@ -38,7 +40,6 @@ from .prune import REINITIALISE_REQUIRED
 from .push import PushRecord
 from .registry import LOCAL_STORE_DATA_SCOPE
 from .selectors import preferences_get, unpushed_records_count
-from .transfers import inbounds_make_here
 
 logger = logging.getLogger(__name__)
 
@@ -219,7 +220,7 @@ def _inbound_transfers(run: Run, client: MasterClient, state: PeerState) -> None
     """Make the inbound transfers of the outbounds the pull brought, and push them at once."""
     if state.hosted_store_id is None:
         return
-    made = inbounds_make_here([uuid.UUID(str(state.hosted_store_id))])
+    made = len(inbounds_make(store_ids=[uuid.UUID(str(state.hosted_store_id))]))
     if not made:
         return
     run.notes.append(f"{made} inbound transfer(s) arrived, to be received.")

@@ -250,14 +250,6 @@ def store_hosting_peer(*, code: str) -> SyncPeer | None:
     return SyncPeer.objects.filter(store_code=code).first()
 
 
-def master_hosted_store_ids() -> list[uuid.UUID]:
-    """On the master: the stores no satellite in Sync with hosts, which the master hosts."""
-    from stores.models import Store
-
-    hosted_elsewhere = SyncPeer.objects.values("store_code")
-    return list(Store.objects.exclude(code__in=hosted_elsewhere).values_list("pk", flat=True))
-
-
 def store_is_hosted_here(store_id: uuid.UUID) -> bool:
     """Tell whether this site writes `store_id`'s transactions and stock.
 

@@ -14,7 +14,7 @@ import uuid
 from django.db.models import Q
 
 from stores.models import Transaction, TransactionLine
-from stores.transfers import inbounds_make, transfers_routed_to
+from stores.transfers import transfers_routed_to
 
 from .changes import ChangeSet, changeset_build
 from .models import ChangeAction
@@ -45,8 +45,3 @@ def transfer_lines_add(changeset: ChangeSet, store_id: uuid.UUID) -> None:
     rows.extend(row for row in lines.upserts.get(LINES, []) if str(row[0]) not in carried)
     if not rows:
         del changeset.upserts[LINES]
-
-
-def inbounds_make_here(store_ids: list[uuid.UUID]) -> int:
-    """Make the inbound transfers due to the stores this site hosts; returns how many."""
-    return len(inbounds_make(store_ids=store_ids))

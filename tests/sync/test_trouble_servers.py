@@ -173,7 +173,10 @@ def test_a_conflicting_record_shows_on_both_sides_without_stopping_its_batch(
 def test_a_forged_push_is_refused_and_shows_on_the_master_under_the_satellite(
     cluster: Cluster,
 ) -> None:
-    master = cluster.master
+    master, satellite = cluster.master, cluster.satellites[0]
+    if sql(satellite, "SELECT sync_key FROM sync_syncpreferences") == [("",)]:
+        Cluster.configure(satellite, 2)  # run on its own: enrol first
+        sync_ok(satellite)
     ((other_store,),) = sql(master, "SELECT id FROM stores_store WHERE code <> 'S002' LIMIT 1")
     ((name,),) = sql(master, "SELECT id FROM stores_name LIMIT 1")
     forged = transaction_row(store=hex_id(other_store), name=hex_id(name), number=990001)
