@@ -13,6 +13,8 @@ token is let in even from an address that is locked out.
 
 import base64
 import binascii
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -29,11 +31,14 @@ from msupply.addresses import client_address
 
 from .errors import ErrorCode, SyncError
 from .keys import key_hash, peer_key_confirm
-from .models import AuthFailure, SyncPeer
+from .models import AuthFailure, SyncPeer, SyncPreferences
 from .protocol import SYNC_ID_HEADER
 from .selectors import preferences_get
 
 TOKEN_SALT = "msupply.sync.token"  # noqa: S105 - a signing namespace, not a secret
+PASSWORD_SALT = "msupply.sync.enrolment"  # noqa: S105 - a signing namespace, not a secret
+# How long this process trusts a user name and password that passed the slow hash.
+PASSWORD_REMEMBER_SECONDS = 10 * 60
 RESET_HINT = (
     "The master's administrator can reset this Sync ID's key (Sync with > the satellite > Reset "
     "key, or `manage.py sync_key reset --sync-id {sync_id}` on the master); then enter the "
@@ -134,13 +139,7 @@ class SyncAuthentication(BaseAuthentication):
         except (binascii.Error, UnicodeDecodeError):
             username, password = "", ""
         preferences = preferences_get()
-        # The hash runs whatever the user name, so a wrong name takes as long as a wrong password.
-        right_password = False
-        if preferences.password_hash:
-            right_password = preferences.check_password(password)
-        else:
-            make_password(password)
-        if not (constant_time_compare(username, preferences.username) and right_password):
+        if not _enrolment_credentials_match(preferences, username, password):
             raise AuthRefused(
                 ErrorCode.WRONG_CREDENTIALS,
                 "The master refused the password (or the sync user name): check Preferences > "
@@ -215,6 +214,57 @@ class SyncAuthentication(BaseAuthentication):
                 guess=False,
             )
         return SyncCaller(peer)
+
+
+class _RememberedPasswords:
+    """User name and password pairs that passed the slow hash lately, kept as keyed hashes.
+
+    An enrolment storm (a fleet of new satellites at once) then costs one slow hash per server
+    process, not one per satellite; anything else, a wrong guess included, still pays in full.
+    The key includes the stored hash, so a new password forgets the old one at once.
+    """
+
+    def __init__(self) -> None:
+        self._until: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _digest(password_hash: str, username: str, password: str) -> str:
+        return salted_hmac(PASSWORD_SALT, f"{password_hash}\0{username}\0{password}").hexdigest()
+
+    def holds(self, password_hash: str, username: str, password: str) -> bool:
+        until = self._until.get(self._digest(password_hash, username, password), 0.0)
+        return until > time.monotonic()
+
+    def keep(self, password_hash: str, username: str, password: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._until = {d: until for d, until in self._until.items() if until > now}
+            self._until[self._digest(password_hash, username, password)] = (
+                now + PASSWORD_REMEMBER_SECONDS
+            )
+
+
+remembered_passwords = _RememberedPasswords()
+
+
+def _enrolment_credentials_match(
+    preferences: SyncPreferences, username: str, password: str
+) -> bool:
+    """Whether `username` and `password` are the shared sync credentials of the preferences."""
+    stored = preferences.password_hash
+    if stored and remembered_passwords.holds(stored, username, password):
+        return True
+    # The hash runs whatever the user name, so a wrong name takes as long as a wrong password.
+    right_password = False
+    if stored:
+        right_password = preferences.check_password(password)
+    else:
+        make_password(password)
+    matched = constant_time_compare(username, preferences.username) and right_password
+    if matched:
+        remembered_passwords.keep(stored, username, password)
+    return matched
 
 
 def _peer(sync_id: int, *, guess: bool) -> SyncPeer:

@@ -272,6 +272,25 @@ def test_a_wrong_user_name_runs_the_password_hash_too(sites: None, settings: Set
     assert CountingHasher.checks == 1
 
 
+def test_an_enrolment_storm_pays_the_slow_hash_once_and_a_wrong_guess_always(
+    sites: None, settings: Settings
+) -> None:
+    settings.PASSWORD_HASHERS = [f"{__name__}.CountingHasher"]
+    preferences_update(password=PASSWORD)
+    CountingHasher.checks = 0
+    for sync_id in (2, 3):
+        assert shake(caller(sync_id=sync_id, password=PASSWORD), sync_id).status_code == 200
+    assert CountingHasher.checks == 1
+    assert_error(shake(caller(password="wrong")), 401, "wrong_credentials")
+    assert_error(shake(caller(password=PASSWORD, username="nobody")), 401, "wrong_credentials")
+    assert CountingHasher.checks == 3
+    # A new password forgets the old one at once: it is refused, and only the new one enrols.
+    preferences_update(password="the-new-one")
+    assert_error(shake(caller(password=PASSWORD)), 401, "wrong_credentials")
+    assert shake(caller(password="the-new-one")).status_code == 200
+    assert CountingHasher.checks == 5
+
+
 def test_sync_key_command_issues_resets_and_disables_with_the_users_name(
     sites: None, keeper: User
 ) -> None:
