@@ -19,7 +19,7 @@ from .auth import SyncAuthentication, SyncCaller, sync_id_of, token_issue
 from .changes import ChangeSet, Cursor, changes_last, changes_page
 from .errors import ErrorCode, SyncError
 from .keys import peer_key_issue
-from .models import HeldStatus, PeerState, SyncEndpoint, SyncPeer
+from .models import HeldStatus, PeerState, SyncEndpoint, SyncPeer, SyncPreferences
 from .protocol import (
     MAX_PULL_LIMIT,
     PROTOCOL_MIN_VERSION,
@@ -78,6 +78,8 @@ class SyncAPIView(APIView):
     records_field = ""
     # Set once the caller is authenticated, for its exchange record.
     peer: SyncPeer | None = None
+    # This site's preferences, read once per request.
+    preferences: SyncPreferences
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         """Answer the request, then record the exchange: after the answer's transactions, so a
@@ -133,7 +135,7 @@ class SyncAPIView(APIView):
         return outcome
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        preferences = preferences_get()
+        preferences = self.preferences = preferences_get()
         if not preferences.is_master:
             raise SyncError(
                 ErrorCode.NOT_MASTER,
@@ -223,15 +225,16 @@ class HandshakeView(SyncAPIView):
             # Each contact retries what the master set aside: a conflict removed since on the
             # master lets it in now, before the satellite reads the figures.
             rejected_retry(sync_id=caller.sync_id)
+        state = PeerState.objects.get(peer=caller.peer)
         result = {
-            "sync_id": preferences_get().sync_id,
+            "sync_id": self.preferences.sync_id,
             "role": "master",
             "protocol_min": PROTOCOL_MIN_VERSION,
             "protocol_max": PROTOCOL_VERSION,
             "store": peer_store(caller.peer),
             "token": "" if caller.enrolling else token_issue(peer=caller.peer),
-            "push": PushRecord.of(PeerState.objects.get(peer=caller.peer)).to_wire(),
-            "stages": stage_counts(sync_id=caller.sync_id),
+            "push": PushRecord.of(state).to_wire(),
+            "stages": stage_counts(sync_id=caller.sync_id, peer=caller.peer, state=state),
         }
         if caller.enrolling:
             result["key"] = peer_key_issue(peer=caller.peer)

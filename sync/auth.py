@@ -94,13 +94,18 @@ class SyncAuthentication(BaseAuthentication):
         sync_id = sync_id_of(request)
         scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
         scheme = scheme.lower()
-        locked_until = _locked_until(address)
-        if locked_until is not None and scheme not in ("key", "bearer"):
-            # A password is not even checked: guessing on during a lockout tells nothing.
-            raise _locked_out(locked_until)
+        # A key or token is never locked out, so its address is looked up only when refused.
+        locked_until = None
+        if scheme not in ("key", "bearer"):
+            locked_until = _locked_until(address)
+            if locked_until is not None:
+                # A password is not even checked: guessing on during a lockout tells nothing.
+                raise _locked_out(locked_until)
         try:
             caller = self._check(scheme, credentials.strip(), sync_id)
         except AuthRefused as refusal:
+            if scheme in ("key", "bearer"):
+                locked_until = _locked_until(address)
             if refusal.guess:
                 AuthFailure.objects.create(sync_id=sync_id, address=address, code=refusal.code)
             if locked_until is not None:

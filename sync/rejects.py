@@ -301,13 +301,18 @@ def held_counts(sync_id: int | None = None) -> dict[int, dict[str, int]]:
     return counts
 
 
-def stage_counts(*, sync_id: int) -> dict[str, object]:
+def stage_counts(
+    *, sync_id: int, peer: SyncPeer | None = None, state: PeerState | None = None
+) -> dict[str, object]:
     """On the master, satellite `sync_id`'s records by stage, each counted once, with the
-    reasons of the first ones set aside: what the master reports to the satellite."""
+    reasons of the first ones set aside: what the master reports to the satellite. `peer` and
+    `state`, when the caller has just read them, save reading them again."""
     from .selectors import peer_stages
 
-    peer = SyncPeer.objects.filter(sync_id=sync_id).first()
-    state = PeerState.objects.filter(peer__sync_id=sync_id).first()
+    if peer is None:
+        peer = SyncPeer.objects.filter(sync_id=sync_id).first()
+    if state is None:
+        state = PeerState.objects.filter(peer__sync_id=sync_id).first()
     stages: dict[str, object] = {
         "to_push": 0,
         "acknowledged": 0,
@@ -315,8 +320,12 @@ def stage_counts(*, sync_id: int) -> dict[str, object]:
         "waiting": 0,
         "rejected": 0,
     }
+    held = held_counts(sync_id=sync_id)
     if peer is not None:
-        stages = peer_stages(peer, state, is_master=True, held=held_counts(sync_id=sync_id))
+        stages = peer_stages(peer, state, is_master=True, held=held)
+    if not held:
+        stages["set_aside"] = []
+        return stages
     aside = RejectedRecord.objects.filter(sync_id=sync_id).order_by("status", "received_at")
     stages["set_aside"] = [
         {
