@@ -34,6 +34,20 @@ KEY_REFUSALS = frozenset({ErrorCode.KEY_INVALID, ErrorCode.NOT_ENROLLED})
 UNAVAILABLE_STATUSES = frozenset({502, 503, 504})
 
 
+def _cause(error: BaseException) -> str:
+    """What the operating system or the peer said, without urllib3's wrappers around it."""
+    while True:
+        if isinstance(error, ProxyError):
+            inner: object = error.original_error
+        elif isinstance(error, ProtocolError) and len(error.args) > 1:
+            inner = error.args[1]
+        else:
+            inner = error.__cause__
+        if not isinstance(inner, BaseException):
+            return str(error)
+        error = inner
+
+
 class PulledPage(NamedTuple):
     changeset: ChangeSet
     next_cursor: Cursor
@@ -234,7 +248,7 @@ class MasterClient:
                 return SyncError(
                     ErrorCode.UNREACHABLE,
                     f"The proxy on the way to the master at {self.url} could not be reached "
-                    f"({error.original_error}): check HTTPS_PROXY / HTTP_PROXY (and NO_PROXY) "
+                    f"({_cause(error)}): check HTTPS_PROXY / HTTP_PROXY (and NO_PROXY) "
                     f"in this server's environment. {resumes}",
                 )
             error = error.original_error
@@ -262,8 +276,8 @@ class MasterClient:
             )
         return SyncError(
             ErrorCode.UNREACHABLE,
-            f"The master at {self.url} could not be reached ({error}): check the URL in Sync "
-            f"with and this server's network connection. {resumes}",
+            f"The master at {self.url} could not be reached ({_cause(error)}): check the URL in "
+            f"Sync with and this server's network connection. {resumes}",
         )
 
     def _decode(self, response: urllib3.BaseHTTPResponse, raw: bytes) -> dict[str, Any]:
