@@ -86,7 +86,9 @@ class SyncRetry(Retry):
         return min(super().parse_retry_after(retry_after), self.retry_after_max)
 
 
-def pool_for(url: str, *, ca_bundle: str, retries: Retry, timeout: urllib3.Timeout) -> Any:
+def pool_for(
+    url: str, *, ca_bundle: str, retries: Retry, timeout: urllib3.Timeout
+) -> urllib3.PoolManager:
     """A pool of one kept-alive connection to `url`, through the environment's proxy if any.
 
     HTTPS_PROXY / HTTP_PROXY / NO_PROXY are read as urllib reads them (curl's rules); TLS is
