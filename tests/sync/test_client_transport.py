@@ -342,6 +342,19 @@ def test_a_json_refusal_behind_a_front_is_the_masters_own_code(cluster: Cluster)
     assert (report["error_code"], report["message"]) == ("satellite_disabled", "Disabled here.")
 
 
+def test_a_lockout_with_retry_after_is_not_retried_within_the_run(cluster: Cluster) -> None:
+    lockout = json.dumps({"code": "locked_out", "message": "Locked out for 15 minutes."}).encode()
+    script = [(429, {"Retry-After": "900", "Content-Type": "application/json"}, lockout)]
+    front = Front(cluster.master.port, script, always=True)
+    try:
+        with master_at(cluster, front.url) as satellite:
+            report = sync_now(satellite, **QUICK_RETRIES)
+    finally:
+        front.close()
+    assert report["error_code"] == "locked_out", report
+    assert front.requests == 1
+
+
 def test_an_answer_cut_before_its_body_is_retried_as_a_dropped_link(cluster: Cluster) -> None:
     front = Front(cluster.master.port, [(200, {}, b"")])
     try:
