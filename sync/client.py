@@ -290,10 +290,11 @@ class MasterClient:
         except (OSError, ValueError, EOFError):
             data = None
         if not isinstance(data, dict) and response.status in UNAVAILABLE_STATUSES:
+            retried = f", still after {self.retry.total} retries" if self.retry.total else ""
             raise SyncError(
                 ErrorCode.UNAVAILABLE,
                 f"The master at {self.url} is unavailable or overloaded, or a proxy on the way "
-                f"to it is (HTTP {response.status}, still after {self.retry.total} retries). "
+                f"to it is (HTTP {response.status}{retried}). "
                 "Nothing is lost: the next sync resumes where this one stopped. If it keeps "
                 "happening, check that the master and its proxy are running.",
                 status=response.status,

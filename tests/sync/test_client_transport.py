@@ -325,6 +325,7 @@ def test_a_502_on_every_request_fails_the_run_as_unavailable_after_the_retries(
     # The first try and SYNC_RETRIES=2 retries, then the run gives up.
     assert front.requests == 3
     assert "unavailable or overloaded" in report["message"]
+    assert "HTTP 502, still after 2 retries" in report["message"]
     assert "a proxy" in report["message"]
     assert "next sync resumes" in report["message"]
     assert "check the URL" not in report["message"]
