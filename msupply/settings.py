@@ -226,8 +226,20 @@ SYNC_TOKEN_MAX_AGE_SECONDS = env.int("SYNC_TOKEN_MAX_AGE_SECONDS", default=12 * 
 SYNC_BATCH_SIZE = env.int("SYNC_BATCH_SIZE", default=5000)
 SYNC_CONNECT_TIMEOUT = env.float("SYNC_CONNECT_TIMEOUT", default=10.0)
 SYNC_READ_TIMEOUT = env.float("SYNC_READ_TIMEOUT", default=120.0)
-# Connection failures are retried this many times within a run, waiting 1, 2, 4... seconds.
+# Dropped links, failed connections and a proxy's 502/503/504 are retried this many times per
+# request, waiting SYNC_BACKOFF_SECONDS * 1, 2, 4... plus up to SYNC_BACKOFF_JITTER_SECONDS at
+# random (so satellites that lost the same link do not all come back at once), never more than
+# SYNC_BACKOFF_MAX_SECONDS; a 503's Retry-After is obeyed up to SYNC_RETRY_AFTER_MAX_SECONDS.
+# https://urllib3.readthedocs.io/en/stable/reference/urllib3.util.html#urllib3.util.Retry
 SYNC_RETRIES = env.int("SYNC_RETRIES", default=3)
+SYNC_BACKOFF_SECONDS = env.float("SYNC_BACKOFF_SECONDS", default=1.0)
+SYNC_BACKOFF_JITTER_SECONDS = env.float("SYNC_BACKOFF_JITTER_SECONDS", default=1.0)
+SYNC_BACKOFF_MAX_SECONDS = env.float("SYNC_BACKOFF_MAX_SECONDS", default=60.0)
+SYNC_RETRY_AFTER_MAX_SECONDS = env.int("SYNC_RETRY_AFTER_MAX_SECONDS", default=120)
+# The certificate authority (a PEM file) that signed the master's HTTPS certificate, when it is
+# a private one; empty trusts the system's store. Certificates are always verified. Proxies
+# come from HTTPS_PROXY / HTTP_PROXY / NO_PROXY in the environment.
+SYNC_CA_BUNDLE = env.str("SYNC_CA_BUNDLE", default="")
 # Length of one "minute" of the Sync time interval. Only tests shorten it, to watch beat work.
 SYNC_INTERVAL_UNIT_SECONDS = env.int("SYNC_INTERVAL_UNIT_SECONDS", default=60)
 # A run renews its lease after every batch; a worker that dies frees the lease after this long.

@@ -2,13 +2,24 @@
 
 import base64
 import gzip
-import http.client
 import json
-import socket
-import time
+import random
+import urllib.request
 from collections.abc import Callable
 from typing import Any, NamedTuple
 from urllib.parse import urlencode, urlsplit
+
+import urllib3
+from urllib3.exceptions import (
+    HTTPError,
+    MaxRetryError,
+    NewConnectionError,
+    ProtocolError,
+    ProxyError,
+    SSLError,
+)
+from urllib3.exceptions import TimeoutError as Urllib3TimeoutError
+from urllib3.util.retry import Retry
 
 from .changes import ChangeSet, Cursor
 from .errors import ErrorCode, SyncError
@@ -19,6 +30,22 @@ TOKEN_REFUSALS = frozenset(
     {ErrorCode.TOKEN_EXPIRED, ErrorCode.TOKEN_INVALID, ErrorCode.TOKEN_STALE}
 )
 KEY_REFUSALS = frozenset({ErrorCode.KEY_INVALID, ErrorCode.NOT_ENROLLED})
+# What a proxy or load balancer answers while the master is down, restarting or overloaded.
+UNAVAILABLE_STATUSES = frozenset({502, 503, 504})
+
+
+def _cause(error: BaseException) -> str:
+    """What the operating system or the peer said, without urllib3's wrappers around it."""
+    while True:
+        if isinstance(error, ProxyError):
+            inner: object = error.original_error
+        elif isinstance(error, ProtocolError) and len(error.args) > 1:
+            inner = error.args[1]
+        else:
+            inner = error.__cause__
+        if not isinstance(inner, BaseException):
+            return str(error)
+        error = inner
 
 
 class PulledPage(NamedTuple):
@@ -27,11 +54,72 @@ class PulledPage(NamedTuple):
     remaining: int
 
 
+class SyncRetry(Retry):
+    """urllib3's Retry, with a wait before every retry and a ceiling on Retry-After."""
+
+    # 429 (locked out, throttled) and 413 are the master's own answers: retrying them in the
+    # same run only burns the lockout window. 503 with Retry-After is a proxy's or a restart's.
+    RETRY_AFTER_STATUS_CODES = frozenset({503})
+
+    # urllib3 2.8 has retry_after_max itself; urllib3 2.2, which pyproject allows, has not.
+    def __init__(self, *args: Any, retry_after_max: int = 120, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.retry_after_max = retry_after_max
+
+    def new(self, **kwargs: Any) -> "SyncRetry":
+        retry = super().new(**kwargs)
+        retry.retry_after_max = self.retry_after_max
+        return retry
+
+    def get_backoff_time(self) -> float:
+        # urllib3 sends the first retry at once and adds jitter only from the second: the 63
+        # satellites behind one proxy that restarts would all come back in the same instant.
+        # Here retry n waits backoff_factor * 2**(n-1) plus up to backoff_jitter seconds.
+        if not self.history:
+            return 0.0
+        wait = self.backoff_factor * 2 ** (len(self.history) - 1)
+        wait += random.random() * self.backoff_jitter  # noqa: S311 - spreading, not secrecy
+        return float(min(self.backoff_max, wait))
+
+    def parse_retry_after(self, retry_after: str) -> float:
+        # A misconfigured proxy's "Retry-After: 86400" must not hold the run (and its lease).
+        return min(super().parse_retry_after(retry_after), self.retry_after_max)
+
+
+def pool_for(
+    url: str, *, ca_bundle: str, retries: Retry, timeout: urllib3.Timeout
+) -> urllib3.PoolManager:
+    """A pool of one kept-alive connection to `url`, through the environment's proxy if any.
+
+    HTTPS_PROXY / HTTP_PROXY / NO_PROXY are read as urllib reads them (curl's rules); TLS is
+    always verified, against `ca_bundle` when set, else the system's trust store.
+    """
+    parts = urlsplit(url)
+    options: dict[str, Any] = {
+        "num_pools": 1,
+        "maxsize": 1,
+        "retries": retries,
+        "timeout": timeout,
+        "cert_reqs": "CERT_REQUIRED",
+        "ca_certs": ca_bundle or None,
+    }
+    proxy = urllib.request.getproxies().get(parts.scheme, "")
+    if proxy and not urllib.request.proxy_bypass(parts.netloc):
+        proxy_parts = urllib3.util.parse_url(proxy)
+        if proxy_parts.auth:
+            options["proxy_headers"] = urllib3.make_headers(proxy_basic_auth=proxy_parts.auth)
+        return urllib3.ProxyManager(proxy, **options)
+    return urllib3.PoolManager(**options)
+
+
 class MasterClient:
     """Talks to one master over one kept-alive connection and counts the bytes each way.
 
     It authenticates with the run token, else this satellite's key, else the shared password,
     which enrols the Sync ID: the master answers with a key, which `on_key` must keep.
+    Connection failures, dropped links and a proxy's 502/503/504 are retried `retries` times
+    with exponential backoff and jitter: every request is safe to repeat (pushes are
+    idempotent by batch id).
     """
 
     def __init__(
@@ -49,14 +137,17 @@ class MasterClient:
         retries: int = 0,
         protocol_version: int = PROTOCOL_VERSION,
         to_push: int | None = None,
+        ca_bundle: str = "",
+        backoff: float = 1.0,
+        backoff_jitter: float = 1.0,
+        backoff_max: float = 60.0,
+        retry_after_max: int = 120,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise SyncError(ErrorCode.WRONG_URL, f"{url!r} is not an http:// or https:// URL.")
         self.url = url
-        self._https = parts.scheme == "https"
-        self._host = parts.hostname
-        self._port = parts.port
+        self._origin = f"{parts.scheme}://{parts.netloc}"
         self._base = parts.path.rstrip("/") + API_PREFIX
         self.sync_id = sync_id
         self._basic = (
@@ -65,33 +156,35 @@ class MasterClient:
         self.key = key
         self._on_key = on_key
         self.token = token
-        self._connect_timeout = connect_timeout
-        self._read_timeout = read_timeout
-        self._retries = retries
+        self.retry = SyncRetry(
+            total=retries,
+            # A certificate refused stays refused: only the link and the statuses below retry.
+            other=0,
+            redirect=False,
+            status_forcelist=UNAVAILABLE_STATUSES,
+            allowed_methods=None,
+            backoff_factor=backoff,
+            backoff_jitter=backoff_jitter,
+            backoff_max=backoff_max,
+            raise_on_status=False,
+            respect_retry_after_header=True,
+            retry_after_max=retry_after_max,
+        )
+        self._ca_bundle = ca_bundle
+        self._pool = pool_for(
+            url,
+            ca_bundle=ca_bundle,
+            retries=self.retry,
+            timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
+        )
         self.protocol_version = protocol_version
         # Records this satellite has still to push, reported to the master at the handshake.
         self.to_push = to_push
-        self._connection: http.client.HTTPConnection | None = None
         self.bytes_sent = 0
         self.bytes_received = 0
 
     def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
-
-    def _connect(self) -> http.client.HTTPConnection:
-        if self._connection is None:
-            connection_class = (
-                http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-            )
-            connection = connection_class(self._host, self._port, timeout=self._connect_timeout)
-            connection.connect()
-            # The connect timeout got us a socket; from now on a silent link is given this long.
-            if connection.sock is not None:
-                connection.sock.settimeout(self._read_timeout)
-            self._connection = connection
-        return self._connection
+        self._pool.clear()
 
     def request(
         self,
@@ -117,51 +210,95 @@ class MasterClient:
         if body is not None:
             payload = gzip.compress(json.dumps(body, separators=(",", ":")).encode(), 6)
             headers.update({"Content-Type": "application/json", "Content-Encoding": "gzip"})
-        # Every request is safe to repeat (pushes are idempotent by batch id), so a dropped
-        # connection is retried with backoff before the run gives up.
-        for attempt in range(self._retries + 1):
+        retry: Retry = self.retry
+        while True:
             try:
-                connection = self._connect()
-                connection.request(method, path, body=payload, headers=headers)
-                response = connection.getresponse()
-                raw = response.read()
-                if not raw:
-                    # Every answer of the sync API has a body: the link dropped inside the
-                    # answer's headers, which is not a wrong URL.
-                    raise http.client.IncompleteRead(raw)
-                break
-            except (OSError, http.client.HTTPException) as error:
+                response = self._pool.urlopen(
+                    method,
+                    self._origin + path,
+                    body=payload,
+                    headers=headers,
+                    retries=retry,
+                    redirect=False,
+                    # The bytes as they came, gzip and all: they are what the link carried.
+                    decode_content=False,
+                )
+                raw = response.data
+                if raw:
+                    break
+                # Every answer of the sync API has a body: the link dropped inside the answer's
+                # headers, which is not a wrong URL. It spends a retry like any dropped link.
                 self.close()
-                if attempt == self._retries:
-                    raise self._unreachable(error) from error
-                time.sleep(2**attempt)
+                retry = (response.retries or retry).increment(
+                    method, path, error=ProtocolError("The answer ended before its body.")
+                )
+                retry.sleep()
+            except MaxRetryError as exhausted:
+                self.close()
+                raise self._unreachable(exhausted.reason or exhausted) from exhausted
+            except HTTPError as error:
+                self.close()
+                raise self._unreachable(error) from error
         self.bytes_sent += len(payload or b"")
         self.bytes_received += len(raw)
-        if response.getheader("Connection", "").lower() == "close":
-            self.close()
         return self._decode(response, raw)
 
     def _unreachable(self, error: Exception) -> SyncError:
-        if isinstance(error, socket.timeout | TimeoutError):
+        resumes = "The next sync resumes where this one stopped."
+        if isinstance(error, ProxyError):
+            if not isinstance(error.original_error, SSLError):
+                return SyncError(
+                    ErrorCode.UNREACHABLE,
+                    f"The proxy on the way to the master at {self.url} could not be reached "
+                    f"({_cause(error)}): check HTTPS_PROXY / HTTP_PROXY (and NO_PROXY) "
+                    f"in this server's environment. {resumes}",
+                )
+            error = error.original_error
+        if isinstance(error, SSLError):
+            trust = (
+                f"the CA bundle {self._ca_bundle}"
+                if self._ca_bundle
+                else "this server's trust store"
+            )
+            return SyncError(
+                ErrorCode.TLS,
+                f"The master at {self.url} did not prove its identity over HTTPS ({error}): "
+                f"its certificate is not trusted by {trust}, has expired or does not name the "
+                "host in the URL. If the master uses a private certificate authority, set "
+                "SYNC_CA_BUNDLE to that authority's certificate on this server; otherwise fix "
+                "the master's certificate.",
+            )
+        if isinstance(error, Urllib3TimeoutError | TimeoutError) and not isinstance(
+            error, NewConnectionError
+        ):
             return SyncError(
                 ErrorCode.TIMEOUT,
                 f"The master at {self.url} stopped answering (timed out): the link may be slow or "
-                "down. The next sync resumes where this one stopped.",
+                f"down. {resumes}",
             )
         return SyncError(
             ErrorCode.UNREACHABLE,
-            f"The master at {self.url} could not be reached ({error}): check the URL in Sync "
-            "with and this server's network connection. The next sync resumes where this one "
-            "stopped.",
+            f"The master at {self.url} could not be reached ({_cause(error)}): check the URL in "
+            f"Sync with and this server's network connection. {resumes}",
         )
 
-    def _decode(self, response: http.client.HTTPResponse, raw: bytes) -> dict[str, Any]:
+    def _decode(self, response: urllib3.BaseHTTPResponse, raw: bytes) -> dict[str, Any]:
         try:
-            if response.getheader("Content-Encoding", "") == "gzip":
+            if response.headers.get("Content-Encoding", "") == "gzip":
                 raw = gzip.decompress(raw)
             data = json.loads(raw)
         except (OSError, ValueError, EOFError):
             data = None
+        if not isinstance(data, dict) and response.status in UNAVAILABLE_STATUSES:
+            retried = f", still after {self.retry.total} retries" if self.retry.total else ""
+            raise SyncError(
+                ErrorCode.UNAVAILABLE,
+                f"The master at {self.url} is unavailable or overloaded, or a proxy on the way "
+                f"to it is (HTTP {response.status}{retried}). "
+                "Nothing is lost: the next sync resumes where this one stopped. If it keeps "
+                "happening, check that the master and its proxy are running.",
+                status=response.status,
+            )
         if not isinstance(data, dict):
             raise SyncError(
                 ErrorCode.WRONG_URL,

@@ -57,6 +57,8 @@ class ErrorCode(models.TextChoices):
     # Met by the satellite itself (sync.client, sync.run).
     TIMEOUT = "timeout", "Master stopped answering"
     UNREACHABLE = "unreachable", "Master unreachable"
+    UNAVAILABLE = "unavailable", "Master or its proxy unavailable or overloaded"
+    TLS = "tls", "Master's certificate not trusted"
     WRONG_URL = "wrong_url", "Not an msupply-sync master"
     BAD_ANSWER = "bad_answer", "Unreadable answer from the master"
     IS_MASTER = "is_master", "This server is the master"
@@ -118,6 +120,11 @@ REMEDIES: dict[str, str] = {
     ErrorCode.TIMEOUT: "Nothing: the next sync resumes where this one stopped. If it keeps "
     "happening, check the link.",
     ErrorCode.UNREACHABLE: "Check the master's URL in Sync with and this server's network.",
+    ErrorCode.UNAVAILABLE: "Nothing: the next sync resumes where this one stopped. If it keeps "
+    "happening, check that the master and the proxy in front of it are running.",
+    ErrorCode.TLS: "If the master's certificate comes from a private certificate authority, set "
+    "SYNC_CA_BUNDLE to that authority's certificate on the satellite; otherwise fix the "
+    "master's certificate.",
     ErrorCode.WRONG_URL: "Check the master's URL in Sync with.",
     ErrorCode.BAD_ANSWER: "Install the same msupply-sync release on both servers.",
     ErrorCode.IS_MASTER: "Nothing: the master waits for its satellites.",

@@ -258,6 +258,11 @@ def _client(
         read_timeout=settings.SYNC_READ_TIMEOUT,
         retries=settings.SYNC_RETRIES if retries is None else retries,
         protocol_version=protocol_version,
+        ca_bundle=settings.SYNC_CA_BUNDLE,
+        backoff=settings.SYNC_BACKOFF_SECONDS,
+        backoff_jitter=settings.SYNC_BACKOFF_JITTER_SECONDS,
+        backoff_max=settings.SYNC_BACKOFF_MAX_SECONDS,
+        retry_after_max=settings.SYNC_RETRY_AFTER_MAX_SECONDS,
     )
 
 
