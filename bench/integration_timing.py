@@ -1,10 +1,12 @@
-"""In-process timing of the master's integration of pushed batches, by batch size.
+"""In-process timing of integration by batch size: a master's of pushed batches, or with
+`--pull` a satellite's of the pages of its initial pull.
 
-Builds `--transactions` invoices of 10 lines, each line with its stock line, as one satellite's
-wire changesets, then for each batch size integrates them the way a push does (check every row,
-ownership, line quantities, changeset_apply_isolated), one committed transaction per batch, and
+A push builds `--transactions` invoices of 10 lines, each line with its stock line, as one
+satellite's wire changesets, then for each batch size integrates them the way a push does (check
+every row, ownership, line quantities, changeset_apply_isolated), one committed transaction per
+batch. A pull applies 20,000 new items and 5,000 names page by page with changeset_apply. Each
 prints records/s with the load average. Needs a migrated database of its own (it empties the
-store tables):
+synced tables but the timing store):
 
     createdb -h 127.0.0.1 -U postgres msupply_timing
     export DATABASE_URL=postgres://postgres@127.0.0.1:5432/msupply_timing DEBUG=true
@@ -33,10 +35,11 @@ django.setup()
 
 from django.db import connection, transaction  # noqa: E402
 
-from stores.models import Item, StockLine, Store, Transaction, TransactionLine  # noqa: E402
+from stores.models import Item, Name, StockLine, Store, Transaction, TransactionLine  # noqa: E402
 from sync.capture import changes_from  # noqa: E402
 from sync.changes import ChangeSet  # noqa: E402
 from sync.integration import (  # noqa: E402
+    changeset_apply,
     changeset_apply_isolated,
     changeset_check_line_quantities,
     changeset_check_ownership,
@@ -81,6 +84,27 @@ def records(store: Store, items: list[Item], count: int) -> list[tuple[str, list
     return out
 
 
+def master_data() -> list[tuple[str, list[Any]]]:
+    """(table, wire row) of the master data an initial pull brings."""
+    items, names = TABLES_BY_MODEL[Item].name, TABLES_BY_MODEL[Name].name
+    out: list[tuple[str, list[Any]]] = [
+        (items, [uuid.uuid4().hex, f"P{n:06d}", f"Pulled item {n}", "each", True])
+        for n in range(20_000)
+    ]
+    out += [
+        (names, [uuid.uuid4().hex, f"PN{n:05d}", f"Pulled name {n}", "customer", True, None])
+        for n in range(5_000)
+    ]
+    return out
+
+
+def pull(pages: list[bytes]) -> None:
+    for page in pages:
+        changeset = ChangeSet.from_wire(json.loads(page)).decode()
+        with transaction.atomic(durable=True):
+            changeset_apply(changeset=changeset, source_site=1)
+
+
 def wire_pages(rows: list[tuple[str, list[Any]]], size: int) -> list[bytes]:
     pages = []
     for start in range(0, len(rows), size):
@@ -109,6 +133,8 @@ def integrate(pages: list[bytes], store: Store) -> None:
 def empty() -> None:
     for model in (StockLine, TransactionLine, Transaction):
         model.objects.all().delete()
+    Name.objects.filter(code__startswith="PN").delete()
+    Item.objects.filter(code__startswith="P").delete()
     ChangeLog.objects.all().delete()
 
 
@@ -117,6 +143,7 @@ def main() -> None:
     parser.add_argument("--transactions", type=int, default=2000)
     parser.add_argument("--sizes", type=int, nargs="+", default=[5000])
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--pull", action="store_true", help="Time an initial pull's pages.")
     options = parser.parse_args()
     store, _ = Store.objects.get_or_create(code="TIME", defaults={"name": "Timing store"})
     if Item.objects.count() < 500:
@@ -124,18 +151,22 @@ def main() -> None:
             Item(code=f"T{n:05d}", name=f"Item {n}", unit="each") for n in range(500)
         )
     items = list(Item.objects.all()[:500])
-    rows = records(store, items, options.transactions)
+    rows = master_data() if options.pull else records(store, items, options.transactions)
     for size in options.sizes:
         pages = wire_pages(rows, size)
         for _ in range(options.repeats):
             empty()
             started = time.perf_counter()
-            integrate(pages, store)
+            if options.pull:
+                pull(pages)
+            else:
+                integrate(pages, store)
             seconds = time.perf_counter() - started
             print(
                 json.dumps(
                     {
                         "database": connection.vendor,
+                        "workload": "pull" if options.pull else "push",
                         "batch_size": size,
                         "records": len(rows),
                         "seconds": round(seconds, 3),
