@@ -10,7 +10,7 @@ import psycopg
 from django.db import DatabaseError, connection, models, transaction
 
 from .capture import changes_from
-from .changes import ChangeSet, column_in, line_quantity_check, pk_in
+from .changes import ChangeSet, column_in, decode_row, line_quantity_check, pk_in, record_ids
 from .models import BufferedRecord
 from .registry import SYNCED_TABLES, TABLES_BY_MODEL, TABLES_BY_NAME, SyncedTable
 
@@ -31,18 +31,52 @@ class OwnershipError(PermissionError):
     """A pushed record that the pushing site does not own."""
 
 
-def _existing_ids(table: SyncedTable, ids: set[uuid.UUID]) -> set[uuid.UUID]:
-    if not ids:
-        return set()
-    manager = table.model._default_manager
-    return set(manager.filter(pk_in(table.model, ids)).order_by().values_list("pk", flat=True))
-
-
-def _upsert(table: SyncedTable, rows: list[list[Any]]) -> None:
-    """Insert or update decoded `rows` by primary key with bulk statements."""
+def _absent_parents(
+    table: SyncedTable, wires: list[list[Any]]
+) -> dict[int, tuple[SyncedTable, set[str]]]:
+    """Per foreign-key position of `table`: its parent table and the ids that checked wire
+    rows `wires` point at and this database does not hold (none, usually)."""
+    wanted = {
+        position: (parent, {row[position] for row in wires} - {None})
+        for position, parent in ((table.position(c), p) for c, p in table.foreign_keys)
+    }
+    wanted = {position: entry for position, entry in wanted.items() if entry[1]}
+    if not wanted:
+        return {}
     if connection.vendor == "postgresql":
-        _upsert_postgresql(table, rows)
+        # Only the absent ids come back: no existing id is sent back and parsed.
+        parts = [
+            f"SELECT {position}, v FROM unnest(string_to_array(%s, ',')) v "  # noqa: S608
+            f"WHERE NOT EXISTS (SELECT 1 FROM {connection.ops.quote_name(parent.name)} p "
+            "WHERE p.id = v::uuid)"
+            for position, (parent, _) in wanted.items()
+        ]
+        absent: dict[int, set[str]] = {}
+        with connection.cursor() as cursor:
+            cursor.execute(" UNION ALL ".join(parts), [",".join(ids) for _, ids in wanted.values()])
+            for position, record_id in cursor.fetchall():
+                absent.setdefault(position, set()).add(record_id)
+    else:
+        absent = {}
+        for position, (parent, ids) in wanted.items():
+            held = parent.model._default_manager.filter(pk_in(parent.model, ids)).order_by()
+            missing = ids - {pk.hex for pk in held.values_list("pk", flat=True)}
+            if missing:
+                absent[position] = missing
+    return {position: (wanted[position][0], ids) for position, ids in absent.items()}
+
+
+def _write(table: SyncedTable, wires: list[list[Any]]) -> None:
+    """Upsert checked wire rows `wires` of `table`, moving aside local rows in their way."""
+    if connection.vendor == "postgresql":
+        # The usual page has nothing in the way: one statement says so, and only a page that
+        # has pays for Python values.
+        if _in_the_way_postgresql(table, wires):
+            _move_aside(table, [decode_row(table, wire) for wire in wires])
+        _upsert_postgresql(table, wires)
         return
+    rows = [decode_row(table, wire) for wire in wires]
+    _move_aside(table, rows)
     table.model._default_manager.bulk_create(
         [table.instance(row) for row in rows],
         batch_size=UPSERT_BATCH_SIZE,
@@ -52,65 +86,117 @@ def _upsert(table: SyncedTable, rows: list[list[Any]]) -> None:
     )
 
 
-def _upsert_postgresql(table: SyncedTable, rows: list[list[Any]]) -> None:
+def _arrays(table: SyncedTable, columns: list[str]) -> str:
+    """unnest's arguments for `columns` of `table`, cast in SQL from the wire's values to each
+    column's type; _array_values gives their parameters."""
+    return ", ".join(_array_sql(table.fields[table.position(column)]) for column in columns)
+
+
+def _array_sql(model_field: models.Field) -> str:
+    db_type = model_field.db_type(connection)
+    if isinstance(model_field, (models.CharField, models.TextField)):
+        # %b sends the array in PostgreSQL's binary format: no quoting of every element.
+        return f"%b::{db_type}[]"
+    # A column of UUIDs, numbers, dates or booleans travels as one comma-separated text that
+    # SQL splits ('' for null): psycopg builds an array parameter element by element in Python,
+    # which took a third of the time left on this side of a push. A one-row column holding
+    # null splits into no element; unnest pads it back to null beside the other columns.
+    return f"string_to_array(%s, ',', '')::{db_type}[]"
+
+
+def _array_values(table: SyncedTable, columns: list[str], wires: list[list[Any]]) -> list[Any]:
+    """The parameters of _arrays(table, columns) for checked wire rows `wires`."""
+    values: list[Any] = []
+    for column in columns:
+        model_field = table.fields[table.position(column)]
+        at = table.position(column)
+        if isinstance(model_field, (models.CharField, models.TextField)):
+            values.append([wire[at] for wire in wires])
+        elif isinstance(model_field, models.BooleanField):
+            values.append(",".join(_BOOLEAN_TEXT[wire[at]] for wire in wires))
+        elif isinstance(model_field, models.IntegerField):
+            values.append(",".join("" if wire[at] is None else str(wire[at]) for wire in wires))
+        else:
+            values.append(",".join("" if wire[at] is None else wire[at] for wire in wires))
+    return values
+
+
+_BOOLEAN_TEXT = {True: "t", False: "f", None: ""}
+
+
+def _server_cursor() -> psycopg.Cursor[Any]:
+    # Django's cursors bind parameters client-side; this one binds them on the server.
+    connection.ensure_connection()
+    return psycopg.Cursor(connection.connection)
+
+
+def _in_the_way_postgresql(table: SyncedTable, wires: list[list[Any]]) -> bool:
+    """Whether a row here of another id holds a unique key (a code, a number) that `wires`
+    claim: the case _move_aside handles."""
+    if not table.unique_keys:
+        return False
+    quote = connection.ops.quote_name
+    checks, values = [], []
+    for key in table.unique_keys:
+        columns = ["id", *key]
+        matches = " AND ".join(f"t.{quote(c)} = w.{quote(c)}" for c in key)
+        joined = f"{quote(table.name)} t JOIN unnest({_arrays(table, columns)}) AS w"
+        names = ", ".join(quote(c) for c in columns)
+        # Names come from the model registry; values are parameters.
+        checks.append(f"EXISTS (SELECT 1 FROM {joined}({names}) ON {matches} WHERE t.id <> w.id)")  # noqa: S608
+        values += _array_values(table, columns, wires)
+    with connection.wrap_database_errors, _server_cursor() as cursor:
+        # Names come from the model registry; values are parameters.
+        cursor.execute(f"SELECT {' OR '.join(checks)}", values)  # noqa: S608
+        found = cursor.fetchone()
+    return bool(found and found[0])
+
+
+def _upsert_postgresql(table: SyncedTable, wires: list[list[Any]]) -> None:
     # One statement per batch with one array parameter per column (unnest), sent with
     # server-side binding, instead of bulk_create's placeholder per value: about three times
-    # faster for the same rows (bench/sync_bench.py).
+    # faster for the same rows (bench/sync_bench.py). The wire's values go as they are and
+    # PostgreSQL casts them: no value is turned into a Python object on the way.
     quote = connection.ops.quote_name
     columns = [quote(str(f.column)) for f in table.fields]
-    # %b sends each array in PostgreSQL's binary format: no quoting of every element.
-    arrays = ", ".join(f"%b::{f.db_type(connection)}[]" for f in table.fields)
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns[1:])
     # Names come from the model registry; values are parameters.
     sql = (
         f"INSERT INTO {quote(table.name)} ({', '.join(columns)}) "  # noqa: S608
-        f"SELECT * FROM unnest({arrays}) ON CONFLICT ({columns[0]}) DO UPDATE SET {updates}"
+        f"SELECT * FROM unnest({_arrays(table, table.field_names)}) "
+        f"ON CONFLICT ({columns[0]}) DO UPDATE SET {updates}"
     )
-    connection.ensure_connection()
-    # Django's cursors bind parameters client-side; this one binds them on the server.
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        for start in range(0, len(rows), UNNEST_BATCH_SIZE):
-            batch = rows[start : start + UNNEST_BATCH_SIZE]
-            columns_values = [[row[i] for row in batch] for i in range(len(table.fields))]
-            cursor.execute(sql, columns_values)
+    with connection.wrap_database_errors, _server_cursor() as cursor:
+        for start in range(0, len(wires), UNNEST_BATCH_SIZE):
+            batch = wires[start : start + UNNEST_BATCH_SIZE]
+            cursor.execute(sql, _array_values(table, table.field_names, batch))
 
 
-def _split_by_parents(
-    changeset: ChangeSet,
-) -> tuple[dict[str, list[list[Any]]], list[BufferedRecord]]:
-    """Rows whose parents exist here or arrive with them, and the ones that must wait."""
-    ready: dict[str, list[list[Any]]] = {}
-    arriving: dict[str, set[uuid.UUID]] = {}
+def _split_waiting(
+    table: SyncedTable,
+    wires: list[list[Any]],
+    missing: dict[int, tuple[SyncedTable, set[str]]],
+) -> tuple[list[list[Any]], list[BufferedRecord]]:
+    """The rows of `wires` whose parents are here, and the others, waiting for them."""
+    ready: list[list[Any]] = []
     waiting: list[BufferedRecord] = []
-    for table in SYNCED_TABLES:
-        rows = changeset.rows(table)
-        missing: dict[int, tuple[SyncedTable, set[uuid.UUID]]] = {}
-        for column, parent in table.foreign_keys:
-            position = table.position(column)
-            wanted = {row[position] for row in rows} - arriving.get(parent.name, set()) - {None}
-            absent = wanted - _existing_ids(parent, wanted)
-            if absent:
-                missing[position] = (parent, absent)
-        ready[table.name] = rows
-        if missing:
-            ready[table.name] = []
-            for row, wire_row in zip(rows, changeset.upserts[table.name], strict=True):
-                at = next((p for p, (_, ids) in missing.items() if row[p] in ids), None)
-                if at is None:
-                    ready[table.name].append(row)
-                    continue
-                waiting.append(
-                    BufferedRecord(
-                        table_name=table.name,
-                        record_id=row[0],
-                        row=wire_row,
-                        source_site=0,
-                        error=f"waiting for {table.field_names[at]} {row[at]} to arrive",
-                        awaited_table=missing[at][0].name,
-                        awaited_id=row[at],
-                    )
-                )
-        arriving[table.name] = {row[0] for row in ready[table.name]}
+    for wire in wires:
+        at = next((p for p, (_, ids) in missing.items() if wire[p] in ids), None)
+        if at is None:
+            ready.append(wire)
+            continue
+        awaited = uuid.UUID(wire[at])
+        waiting.append(
+            BufferedRecord(
+                table_name=table.name,
+                record_id=uuid.UUID(wire[0]),
+                row=wire,
+                source_site=0,
+                error=f"waiting for {table.field_names[at]} {awaited} to arrive",
+                awaited_table=missing[at][0].name,
+                awaited_id=awaited,
+            )
+        )
     return ready, waiting
 
 
@@ -208,8 +294,10 @@ def _delete(table: SyncedTable, ids: list[uuid.UUID]) -> None:
 
 def _apply_once(
     changeset: ChangeSet, source_site: int
-) -> tuple[int, dict[str, set[uuid.UUID]], list[BufferedRecord]]:
-    """Apply what can be applied: (records applied, ids upserted per table, records that wait)."""
+) -> tuple[int, dict[str, list[list[Any]]], list[BufferedRecord]]:
+    """Apply what can be applied: (records applied, wire rows upserted per table, records that
+    wait)."""
+    changeset.decode()
     # Deletes first, children before parents: a code or number freed by a delete is then free
     # for the record that re-uses it in the same changeset.
     applied = 0
@@ -218,17 +306,29 @@ def _apply_once(
         if ids:
             _delete(table, ids)
             applied += len(ids)
-    ready, waiting = _split_by_parents(changeset)
-    upserted: dict[str, set[uuid.UUID]] = {}
+    # Parents before children: a table's parents are checked once the parents that travel with
+    # it are written, so the database answers for both.
+    upserted: dict[str, list[list[Any]]] = {}
+    waiting: list[BufferedRecord] = []
     for table in SYNCED_TABLES:
-        if ready.get(table.name):
-            _move_aside(table, ready[table.name])
-            _upsert(table, ready[table.name])
-            applied += len(ready[table.name])
-            upserted[table.name] = {row[0] for row in ready[table.name]}
+        wires = changeset.upserts.get(table.name)
+        if not wires:
+            continue
+        missing = _absent_parents(table, wires)
+        if missing:
+            wires, waits = _split_waiting(table, wires, missing)
+            waiting += waits
+        if wires:
+            _write(table, wires)
+            applied += len(wires)
+            upserted[table.name] = wires
     for record in waiting:
         record.source_site = source_site
     return applied, upserted, waiting
+
+
+def _ids(upserted: dict[str, list[list[Any]]]) -> dict[str, set[uuid.UUID]]:
+    return {name: record_ids(wires) for name, wires in upserted.items()}
 
 
 class MissingParentError(LookupError):
@@ -257,7 +357,7 @@ def changeset_apply(*, changeset: ChangeSet, source_site: int, buffer: bool = Tr
             return ApplyResult(applied=applied)
         _buffer_forget(changeset)
         _buffer_store(waiting)
-        retried, read = _buffer_retry(upserted)
+        retried, read = _buffer_retry(_ids(upserted))
     return ApplyResult(
         applied=applied + retried, buffered=BufferedRecord.objects.count(), buffer_read=read
     )
@@ -291,8 +391,7 @@ def _buffer_forget(changeset: ChangeSet) -> None:
     if not BufferedRecord.objects.exists():
         return
     carried = {
-        table.name: {row[0] for row in changeset.rows(table)}
-        | set(changeset.deletes.get(table.name, []))
+        table.name: changeset.ids(table) | set(changeset.deletes.get(table.name, []))
         for table in SYNCED_TABLES
     }
     for records in _buffered("table_name", "record_id", {n: i for n, i in carried.items() if i}):
@@ -312,6 +411,8 @@ def _buffer_retry(arrived: dict[str, set[uuid.UUID]]) -> tuple[int, int]:
     """Apply the buffered records awaiting a parent in `arrived` (ids per table), then those
     that these release in turn; returns (records applied, buffered records read)."""
     applied_total = read = 0
+    if not BufferedRecord.objects.exists():
+        return applied_total, read
     # Records buffered before they named their parent (sync 0010) are retried once, by the
     # first changeset after the upgrade; those that still wait then name it. From then on this
     # is one index look-up that finds nothing.
@@ -325,7 +426,8 @@ def _buffer_retry(arrived: dict[str, set[uuid.UUID]]) -> tuple[int, int]:
         changeset = ChangeSet()
         for record in buffered:
             changeset.upserts.setdefault(record.table_name, []).append(record.row)
-        applied, arrived, waiting = _apply_once(changeset, 0)
+        applied, upserted, waiting = _apply_once(changeset, 0)
+        arrived = _ids(upserted)
         applied_total += applied
         _buffer_settle(buffered, waiting)
         buffered = []
@@ -354,29 +456,39 @@ def _buffer_settle(retried: list[BufferedRecord], waiting: list[BufferedRecord])
 
 def changeset_check_ownership(*, changeset: ChangeSet, store_id: uuid.UUID) -> None:
     """Refuse a push that carries anything but store data of `store_id`, naming the record."""
+    changeset.decode()
     for name in list(changeset.upserts) + list(changeset.deletes):
         table = TABLES_BY_NAME[name]
         if table.is_master_data:
             first = (changeset.upserts.get(name) or [[None]])[0][0] or changeset.deletes[name][0]
+            # Written as a UUID, as the other refusals write ids, however the wire spelt it.
+            first = uuid.UUID(str(first))
             raise OwnershipError(
                 f"{name} {first} is master data: items, names and stores can only be changed "
                 "on the master, so a satellite may not push them."
             )
+    # Checked wire rows spell ids as 32 hex digits: they are compared as they are.
+    own = store_id.hex
     # Rows as sent must name the pushing store (directly or through their transaction) ...
     transactions = TABLES_BY_NAME["stores_transaction"]
+    store_at = transactions.position("store_id")
     store_of_transaction = {
-        row[0]: row[transactions.position("store_id")] for row in changeset.rows(transactions)
+        row[0]: row[store_at] for row in changeset.upserts.get(transactions.name, [])
     }
     for table in SYNCED_TABLES:
-        if table.is_master_data:
+        wires = changeset.upserts.get(table.name)
+        if table.is_master_data or not wires:
             continue
-        for row in changeset.rows(table):
-            if table.store_via == "store_id":
-                owner = row[table.position("store_id")]
-            else:
-                owner = store_of_transaction.get(row[table.position("transaction_id")], store_id)
-            if owner != store_id:
-                raise _foreign(table, row[0], owner)
+        if table.store_via == "store_id":
+            at = table.position("store_id")
+            owners = [wire[at] for wire in wires]
+        else:
+            at = table.position("transaction_id")
+            owners = [store_of_transaction.get(wire[at], own) for wire in wires]
+        if set(owners) == {own}:
+            continue
+        index = next(i for i, owner in enumerate(owners) if owner != own)
+        raise _foreign(table, uuid.UUID(wires[index][0]), uuid.UUID(owners[index]))
     # ... and rows already here that they would overwrite or delete must belong to it too.
     _check_existing(changeset, store_id, set(store_of_transaction))
 
@@ -388,29 +500,41 @@ def changeset_check_line_quantities(*, changeset: ChangeSet) -> None:
     """
     from stores.models import Transaction
 
-    lines = changeset.lines_of_other_transactions()
+    # Only a quantity below 1 can be refused.
+    lines = {
+        transaction_id: low
+        for transaction_id, quantities in changeset.lines_of_other_transactions().items()
+        if (low := [(line_id, quantity) for line_id, quantity in quantities if quantity < 1])
+    }
     if not lines:
         return
-    kinds = dict(
-        Transaction.objects.filter(pk_in(Transaction, lines)).order_by().values_list("pk", "kind")
-    )
+    kinds = {
+        pk.hex: kind
+        for pk, kind in Transaction.objects.filter(pk_in(Transaction, lines))
+        .order_by()
+        .values_list("pk", "kind")
+    }
     for transaction_id, quantities in lines.items():
         for line_id, quantity in quantities:
-            line_quantity_check(line_id=line_id, quantity=quantity, kind=kinds.get(transaction_id))
+            line_quantity_check(
+                line_id=uuid.UUID(line_id), quantity=quantity, kind=kinds.get(transaction_id)
+            )
 
 
 def _check_existing(
-    changeset: ChangeSet, store_id: uuid.UUID, arriving_transactions: set[uuid.UUID]
+    changeset: ChangeSet, store_id: uuid.UUID, arriving_transactions: set[str]
 ) -> None:
     from stores.models import StockLine, Transaction, TransactionLine
 
-    def ids(name: str) -> set[uuid.UUID]:
-        table = TABLES_BY_NAME[name]
-        return {row[0] for row in changeset.rows(table)} | set(changeset.deletes.get(name, []))
+    def ids(name: str) -> set[str]:
+        return {row[0] for row in changeset.upserts.get(name, [])} | {
+            record_id.hex for record_id in changeset.deletes.get(name, [])
+        }
 
     lines = TABLES_BY_NAME["stores_transactionline"]
+    transaction_at = lines.position("transaction_id")
     lines_parents = {
-        row[lines.position("transaction_id")] for row in changeset.rows(lines)
+        row[transaction_at] for row in changeset.upserts.get(lines.name, [])
     } - arriving_transactions
     checks = [
         (Transaction.objects.filter(pk_in(Transaction, ids("stores_transaction"))), "store_id"),
@@ -449,7 +573,7 @@ class SetAside:
 @dataclass
 class IsolatedResult:
     applied: int = 0
-    # Records applied, by table: a retry of what waits for them follows.
+    # Records applied, by table, when some were held: a retry of what waits for them follows.
     upserted: dict[str, set[uuid.UUID]] = field(default_factory=dict)
     rejected: list[SetAside] = field(default_factory=list)
     waiting: list[SetAside] = field(default_factory=list)
@@ -473,7 +597,8 @@ def changeset_apply_isolated(
                 applied, upserted, waiting = _apply_once(changeset, source_site)
                 if waiting:
                     raise _Unsorted
-            return IsolatedResult(applied=applied, upserted=upserted)
+            # Only held records can be released by what applied: with none, no ids are made.
+            return IsolatedResult(applied=applied, upserted=_ids(upserted) if held else {})
         except (DatabaseError, _Unsorted):
             pass
         result = IsolatedResult()
@@ -484,13 +609,13 @@ def changeset_apply_isolated(
                 result.applied += len(ids)
         blocked = {name: set(ids) for name, ids in held.items()}
         for table in SYNCED_TABLES:
-            rows = changeset.rows(table)
-            if not rows:
+            wires = changeset.upserts.get(table.name)
+            if not wires:
                 continue
-            ready, wires = _ready_rows(table, rows, changeset.upserts[table.name], blocked, result)
-            applied_ids = _bisect(table, ready, wires, result)
+            ready = _ready_rows(table, wires, blocked, result)
+            applied_ids = _bisect(table, ready, result)
             result.upserted[table.name] = applied_ids
-            blocked.setdefault(table.name, set()).update({row[0] for row in rows} - applied_ids)
+            blocked.setdefault(table.name, set()).update(record_ids(wires) - applied_ids)
     return result
 
 
@@ -500,63 +625,50 @@ class _Unsorted(Exception):
 
 def _ready_rows(
     table: SyncedTable,
-    rows: list[list[Any]],
     wires: list[list[Any]],
     blocked: dict[str, set[uuid.UUID]],
     result: IsolatedResult,
-) -> tuple[list[list[Any]], list[list[Any]]]:
+) -> list[list[Any]]:
     """The rows whose parents are here; the others wait for a blocked parent (or raise)."""
-    ready, ready_wires = [], []
-    missing: dict[int, tuple[SyncedTable, set[uuid.UUID]]] = {}
-    for column, parent in table.foreign_keys:
-        position = table.position(column)
-        wanted = {row[position] for row in rows} - {None}
-        absent = wanted - _existing_ids(parent, wanted)
-        if absent:
-            missing[position] = (parent, absent)
-    for row, wire in zip(rows, wires, strict=True):
-        at = next((p for p, (_, ids) in missing.items() if row[p] in ids), None)
+    missing = _absent_parents(table, wires)
+    ready = []
+    for wire in wires:
+        at = next((p for p, (_, ids) in missing.items() if wire[p] in ids), None)
         if at is None:
-            ready.append(row)
-            ready_wires.append(wire)
+            ready.append(wire)
             continue
-        parent = missing[at][0]
-        if row[at] not in blocked.get(parent.name, set()):
+        parent, awaited = missing[at][0], uuid.UUID(wire[at])
+        if awaited not in blocked.get(parent.name, set()):
             raise MissingParentError(
-                f"{table.name} {row[0]} points at a record the master does not hold "
-                f"({table.field_names[at]} {row[at]})"
+                f"{table.name} {uuid.UUID(wire[0])} points at a record the master does not hold "
+                f"({table.field_names[at]} {awaited})"
             )
         result.waiting.append(
             SetAside(
                 table_name=table.name,
-                record_id=row[0],
+                record_id=uuid.UUID(wire[0]),
                 row=wire,
-                reason=f"waits for {parent.name} {row[at]}, which the master set aside",
+                reason=f"waits for {parent.name} {awaited}, which the master set aside",
                 awaited_table=parent.name,
-                awaited_id=row[at],
+                awaited_id=awaited,
             )
         )
-    return ready, ready_wires
+    return ready
 
 
-def _bisect(
-    table: SyncedTable, rows: list[list[Any]], wires: list[list[Any]], result: IsolatedResult
-) -> set[uuid.UUID]:
-    """Apply `rows` in savepoints, halving what the database refuses; returns the applied ids."""
-    if not rows:
+def _bisect(table: SyncedTable, wires: list[list[Any]], result: IsolatedResult) -> set[uuid.UUID]:
+    """Apply `wires` in savepoints, halving what the database refuses; returns the applied ids."""
+    if not wires:
         return set()
     try:
         with transaction.atomic():
-            _move_aside(table, rows)
-            _upsert(table, rows)
+            _write(table, wires)
     except DatabaseError as error:
-        if len(rows) == 1:
+        if len(wires) == 1:
             reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-            result.rejected.append(SetAside(table.name, rows[0][0], wires[0], reason))
+            result.rejected.append(SetAside(table.name, uuid.UUID(wires[0][0]), wires[0], reason))
             return set()
-        half = len(rows) // 2
-        return _bisect(table, rows[:half], wires[:half], result) | _bisect(
-            table, rows[half:], wires[half:], result
-        )
-    result.applied += len(rows)
-    return {row[0] for row in rows}
+        half = len(wires) // 2
+        return _bisect(table, wires[:half], result) | _bisect(table, wires[half:], result)
+    result.applied += len(wires)
+    return record_ids(wires)

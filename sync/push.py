@@ -176,7 +176,11 @@ def push_batch_apply(
         )
     # The answer names this batch's records set aside; earlier ones retried with it are in
     # the stage counts.
-    pushed = {(table.name, row[0]) for table in SYNCED_TABLES for row in changeset.rows(table)}
+    pushed = (
+        {(table.name, record_id) for table in SYNCED_TABLES for record_id in changeset.ids(table)}
+        if result.rejected or result.waiting
+        else set()
+    )
     return PushOutcome(
         result.applied,
         False,

@@ -69,8 +69,7 @@ def held_merge(*, sync_id: int, changeset: ChangeSet, store_id: uuid.UUID) -> Ch
     if not held.exists():
         return changeset
     carried = {
-        table.name: {row[0] for row in changeset.rows(table)}
-        | set(changeset.deletes.get(table.name, []))
+        table.name: changeset.ids(table) | set(changeset.deletes.get(table.name, []))
         for table in SYNCED_TABLES
     }
     retry = ChangeSet()

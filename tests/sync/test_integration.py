@@ -1,5 +1,8 @@
 """Applying changesets in foreign-key order, idempotently, buffering orphans; building them."""
 
+import datetime
+from decimal import Decimal
+
 import pytest
 from django.db import connection
 from django.db.models import Max, Model
@@ -13,6 +16,7 @@ from sync.registry import TABLES_BY_NAME
 from tests.factories import (
     BufferedRecordFactory,
     ItemFactory,
+    NameFactory,
     StockLineFactory,
     StoreFactory,
     TransactionFactory,
@@ -381,3 +385,48 @@ def test_buffer_queries_split_their_ids_to_fit_the_databases_parameter_limit(
     if connection.vendor == "sqlite":
         reads = [q for q in queries if q["sql"].startswith('SELECT "sync_bufferedrecord"')]
         assert len(reads) > 1
+
+
+def test_a_page_with_every_column_type_round_trips_exactly() -> None:
+    store = StoreFactory(code="S" * 20, name="店" * 200)
+    item = ItemFactory(code="é" * 30, name="ü" * 200, unit="𝄞" * 30, active=False)
+    customer = NameFactory(kind=Name.Kind.CUSTOMER, store=None)
+    invoice = TransactionFactory(
+        store=store,
+        name=customer,
+        kind=Transaction.Kind.INVENTORY_ADJUSTMENT,
+        number=2**31 - 1,
+        date=datetime.date(2026, 2, 28),
+    )
+    records = [
+        store,
+        item,
+        customer,
+        invoice,
+        TransactionLineFactory(
+            transaction=invoice,
+            item=item,
+            batch="Б" * 50,
+            expiry=datetime.date(9999, 12, 31),
+            quantity=-(2**31),
+            cost_price=Decimal("9999999999.99"),
+            sell_price=Decimal("-0.01"),
+        ),
+        StockLineFactory(store=store, item=item, quantity=2**31 - 1),
+    ]
+    expected = rows()
+    everything = [
+        (model._meta.db_table, row["id"], "upsert")
+        for model, held in expected.items()
+        for row in held
+    ]
+    sent = wire(changeset_build(everything))
+    for model in reversed(SYNCED_MODELS):
+        model.objects.all().delete()
+
+    result = changeset_apply(changeset=sent, source_site=1)
+
+    assert result.applied == len(everything) >= len(records)
+    assert rows() == expected
+    assert rows()[Transaction][0]["name_id"] == customer.pk
+    assert rows()[Transaction][0]["transfer_of_id"] is None

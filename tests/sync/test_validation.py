@@ -1,8 +1,13 @@
 """Validation of preferences and the Sync with list, and of every received row's values."""
 
+import json
+import uuid
+from decimal import Decimal
+
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError
+from django.db.models import UUIDField
 
 from sync.changes import ChangeSet, WireError
 from sync.integration import changeset_apply
@@ -164,3 +169,65 @@ def test_a_pulled_changeset_with_valid_values_decodes_to_python_types(satellite:
     assert row["quantity"] == line.quantity
     assert row["cost_price"] == line.cost_price
     assert row["expiry"] == line.expiry
+
+
+def hex_ids(changeset: ChangeSet) -> ChangeSet:
+    """`changeset` with its ids written as a satellite's encoder writes them: 32 hex digits."""
+    spelt = ChangeSet(deletes=dict(changeset.deletes))
+    for name, rows in changeset.upserts.items():
+        table = TABLES_BY_NAME[name]
+        ids = [
+            i
+            for i, f in enumerate(table.fields)
+            if isinstance(f, UUIDField) or isinstance(getattr(f, "target_field", None), UUIDField)
+        ]
+        spelt.upserts[name] = [
+            [uuid.UUID(v).hex if i in ids and isinstance(v, str) else v for i, v in enumerate(row)]
+            for row in rows
+        ]
+    return spelt
+
+
+def refusal(changeset: ChangeSet) -> str:
+    with pytest.raises(WireError) as error:
+        ChangeSet.from_wire(changeset.to_wire()).decode()
+    return str(error.value)
+
+
+@pytest.mark.parametrize("case", BAD_VALUES.values(), ids=BAD_VALUES.keys())
+def test_a_refused_value_among_canonical_ids_gets_the_same_message(
+    satellite: int, case: BadValue
+) -> None:
+    # Canonical ids take the column-at-a-time check; the others the row-by-row decode.
+    changeset, record_id = bad_push(StoreFactory(), case)
+    canonical, decoded = refusal(hex_ids(changeset)), refusal(changeset)
+    assert canonical.startswith(f"{case.table} "), canonical
+    assert canonical.replace(record_id.hex, str(record_id)) == decoded
+
+
+def test_values_written_canonically_are_checked_and_left_as_sent(satellite: int) -> None:
+    invoice, line = own_invoice(StoreFactory())
+    line.cost_price, line.sell_price = Decimal("9999999999.99"), Decimal("-0.01")
+    sent = hex_ids(changeset_of(invoice, line)).to_wire()
+    expected = json.loads(json.dumps(sent))
+    checked = ChangeSet.from_wire(sent).decode()
+    assert checked.to_wire() == expected
+    lines = TABLES_BY_NAME["stores_transactionline"]
+    assert checked.ids(lines) == {line.pk}
+    assert checked.rows(lines)[0][lines.position("cost_price")] == Decimal("9999999999.99")
+
+
+def test_values_spelt_otherwise_are_checked_and_written_canonically(satellite: int) -> None:
+    invoice, line = own_invoice(StoreFactory())
+    changeset = changeset_of(invoice, line)
+    lines = TABLES_BY_NAME["stores_transactionline"]
+    row = changeset.upserts[lines.name][0]
+    row[lines.position("item_id")] = "{" + str(line.item_id).upper() + "}"
+    row[lines.position("cost_price")] = "1E+2"
+    row[lines.position("expiry")] = f"{line.expiry.year}-{line.expiry.month}-{line.expiry.day}"
+    checked = ChangeSet.from_wire(changeset.to_wire()).decode()
+    row = checked.upserts[lines.name][0]
+    assert row[0] == line.pk.hex
+    assert row[lines.position("item_id")] == line.item_id.hex
+    assert Decimal(row[lines.position("cost_price")]) == 100
+    assert row[lines.position("expiry")] == line.expiry.isoformat()
