@@ -81,6 +81,7 @@ def run_script(site: Site, script: str, params: dict[str, Any]) -> dict[str, Any
 
 def initialise(workdir: Path, scale: dict[str, int], history: int) -> dict[str, Any]:
     """Provision a master, fill and age its data, time satellite 2's first sync_now."""
+    workdir.mkdir(parents=True)
     cluster = Cluster(workdir, satellites=1)
     try:
         cluster.provision(items=scale["items"], names=scale["names"])
