@@ -1,4 +1,4 @@
-"""The master's sync API (versioned under /api/sync/v1/): handshake, push and pull."""
+"""The master's sync API (versioned under /api/sync/v1/): handshake, push, pull and snapshot."""
 
 import time
 from typing import Any
@@ -30,10 +30,11 @@ from .protocol import (
 )
 from .prune import pull_expiry_check
 from .push import PushRecord, peer_store, push_batch_apply
-from .registry import MASTER_DATA_SCOPE
+from .registry import MASTER_DATA_SCOPE, TABLES_BY_NAME
 from .rejects import rejected_retry, set_aside_summary, stage_counts
 from .selectors import preferences_get
 from .services import Exchange, exchange_record
+from .snapshot import FIRST, SnapshotPosition, snapshot_page
 from .transfers import transfer_lines_add, transfer_scope
 
 
@@ -380,5 +381,78 @@ class PullView(SyncAPIView):
             "count": len(page.changeset),
             "next_cursor": str(page.end),
             "remaining": page.remaining,
+        }
+        return Response(self.OutputSerializer(result).data)
+
+
+class SnapshotView(SyncAPIView):
+    """The current rows a satellite initialises from, table by table in primary-key pages.
+
+    The first request (no cursor) starts a snapshot and answers its change-log position and how
+    many rows it covers; each later one sends that cursor back with where the last page ended.
+    Once done, the satellite pulls the log after the cursor (sync.snapshot).
+    """
+
+    endpoint = SyncEndpoint.SNAPSHOT
+    records_field = "count"
+
+    class InputSerializer(serializers.Serializer):
+        cursor = serializers.CharField(
+            required=False,
+            help_text="The snapshot's position, from its first page; none starts one.",
+        )
+        table = serializers.ChoiceField(
+            choices=list(TABLES_BY_NAME), required=False, help_text="The table to go on with."
+        )
+        after = serializers.UUIDField(
+            required=False, help_text="The last primary key received in that table."
+        )
+        limit = serializers.IntegerField(min_value=1, max_value=MAX_PULL_LIMIT, default=2000)
+
+        def validate_cursor(self, value: str) -> Cursor:
+            try:
+                return Cursor.parse(value)
+            except ValueError as error:
+                raise serializers.ValidationError(str(error)) from error
+
+        def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+            if "cursor" in data and "table" not in data:
+                raise serializers.ValidationError("A snapshot goes on from a table: send table.")
+            return data
+
+    class OutputSerializer(serializers.Serializer):
+        changes = ChangesField()
+        count = serializers.IntegerField()
+        cursor = serializers.CharField(help_text="The snapshot's position: pull the log after it.")
+        total = serializers.IntegerField(
+            allow_null=True, help_text="Rows in scope when the snapshot started (first page only)."
+        )
+        done = serializers.BooleanField()
+        table = serializers.CharField(allow_blank=True, help_text="Where the next page starts.")
+        after = serializers.CharField(allow_blank=True, help_text="Blank: the table's start.")
+
+    @extend_schema(parameters=[InputSerializer], responses={200: OutputSerializer})
+    def get(self, request: Request) -> Response:
+        query = self.InputSerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        peer = self.caller(request).peer
+        given = query.validated_data
+        page = snapshot_page(
+            peer=peer,
+            store_id=peer_store(peer).pk,
+            start=given.get("cursor"),
+            position=SnapshotPosition(given["table"], given.get("after"))
+            if "table" in given
+            else FIRST,
+            limit=given["limit"],
+        )
+        result = {
+            "changes": page.changeset.to_wire(),
+            "count": len(page.changeset),
+            "cursor": str(page.start),
+            "total": page.total,
+            "done": page.next is None,
+            "table": page.next.table if page.next else "",
+            "after": page.next.after.hex if page.next and page.next.after else "",
         }
         return Response(self.OutputSerializer(result).data)

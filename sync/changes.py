@@ -638,6 +638,12 @@ def _uuid(table: SyncedTable, value: Any) -> uuid.UUID:
         raise WireError(f"{table.name}: {value!r} is not a record id.") from error
 
 
+def rows_encode(table: SyncedTable, rows: Iterable[Iterable[Any]]) -> list[list[Any]]:
+    """Rows of `table` read with values_list(*table.field_names), as the wire carries them."""
+    encoders = _encoders(table)
+    return [[encode(value) for encode, value in zip(encoders, row, strict=True)] for row in rows]
+
+
 def changeset_build(changes: Iterable[tuple[str, uuid.UUID, str]]) -> ChangeSet:
     """The current state of every (table, record id, action) change: one row or tombstone each.
 
@@ -663,13 +669,12 @@ def changeset_build(changes: Iterable[tuple[str, uuid.UUID, str]]) -> ChangeSet:
             upserted += [rid for rid in deleted if rid in back]
             deleted = [rid for rid in deleted if rid not in back]
         if upserted:
-            encoders = _encoders(table)
-            changeset.upserts[table.name] = [
-                [encode(value) for encode, value in zip(encoders, row, strict=True)]
-                for row in table.model._default_manager.filter(pk_in(table.model, upserted))
+            changeset.upserts[table.name] = rows_encode(
+                table,
+                table.model._default_manager.filter(pk_in(table.model, upserted))
                 .order_by()
-                .values_list(*table.field_names)
-            ]
+                .values_list(*table.field_names),
+            )
         if deleted:
             changeset.deletes[table.name] = deleted
     return changeset

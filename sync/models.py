@@ -289,6 +289,15 @@ class PeerState(models.Model):
     served_txid = models.BigIntegerField(default=0)
     served_seq = models.BigIntegerField(default=0)
     initialised = models.BooleanField(default=False)
+    # On a satellite, while it initialises from a snapshot (sync.snapshot): the snapshot's
+    # change-log position, where the next page starts (blank table: no snapshot under way), and
+    # the rows done and in scope, for progress. A dropped link resumes the snapshot from here.
+    snapshot_txid = models.BigIntegerField(default=0)
+    snapshot_seq = models.BigIntegerField(default=0)
+    snapshot_table = models.CharField(max_length=63, blank=True)
+    snapshot_after = models.UUIDField(null=True, blank=True)
+    snapshot_done = models.BigIntegerField(default=0)
+    snapshot_total = models.BigIntegerField(default=0)
     # On the master: when pruning passed this satellite's pull cursor because it was silent
     # longer than SYNC_PEER_RETENTION_DAYS; its next pull must initialise again (sync.prune).
     log_expired_at = models.DateTimeField(null=True, blank=True)
@@ -501,6 +510,7 @@ class SyncEndpoint(models.TextChoices):
     HANDSHAKE = "handshake", "Handshake"
     PUSH = "push", "Push"
     PULL = "pull", "Pull"
+    SNAPSHOT = "snapshot", "Snapshot"
 
 
 class ExchangeResult(models.TextChoices):

@@ -17,7 +17,9 @@ logger = logging.getLogger(__name__)
 
 # Version 2: pushes carry their place in the satellite's push history (sync.push).
 # Version 3: names carry their store, transactions their transfer link (stores.transfers).
-PROTOCOL_VERSION = 3
+# Version 4: a satellite initialises from a snapshot of the current rows (sync.snapshot);
+# version 3 satellites still initialise by pulling the whole log.
+PROTOCOL_VERSION = 4
 PROTOCOL_MIN_VERSION = 3
 API_PREFIX = "/api/sync/v1/"
 SYNC_ID_HEADER = "X-Sync-Id"

@@ -5,8 +5,9 @@ What each site's change log is for decides what may go:
 - A change travels as the record's *current* row (changes.changeset_build), so a change that a
   newer change of the same record follows tells nothing the newer one does not: it may go once
   every consumer has passed it, and the newest change per record always stays, so the log still
-  lists every current record. That is what an initialisation reads (a pull from 0.0 with
-  initial=true): its cost stays one row per record however often they changed.
+  lists every current record. A protocol 3 satellite initialises from it (a pull from 0.0 with
+  initial=true), at one row per record however often they changed; newer ones read a snapshot
+  of the tables (sync.snapshot), whose position counts as their pull cursor here.
 - A delete marker is the newest change of a record that no longer exists: it stays until every
   consumer has passed it (one that holds the record learns of the delete from it), then goes
   with the record's older changes. An initialisation that starts later never held the record.

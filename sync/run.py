@@ -5,6 +5,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +41,7 @@ from .prune import REINITIALISE_REQUIRED
 from .push import PushRecord
 from .registry import LOCAL_STORE_DATA_SCOPE
 from .selectors import preferences_get, unpushed_records_count
+from .snapshot import FIRST, SnapshotPosition, snapshot_fetch, snapshot_progress
 
 logger = logging.getLogger(__name__)
 
@@ -495,7 +497,8 @@ def _pull(run: Run, client: MasterClient, state: PeerState) -> None:
             ) from failure
         logger.warning("The master pruned past this satellite's cursor: initialising again.")
         state.pull_txid, state.pull_seq, state.initialised = 0, 0, False
-        state.save(update_fields=["pull_txid", "pull_seq", "initialised"])
+        state.snapshot_table = ""
+        state.save(update_fields=["pull_txid", "pull_seq", "initialised", "snapshot_table"])
         run.notes.append(
             "This satellite had been silent longer than the master keeps its change log, so it "
             "initialised again from the master (its own changes were pushed first)."
@@ -504,6 +507,8 @@ def _pull(run: Run, client: MasterClient, state: PeerState) -> None:
 
 
 def _pull_pages(run: Run, client: MasterClient, state: PeerState) -> None:
+    if not state.initialised and Cursor(state.pull_txid, state.pull_seq) == Cursor():
+        _snapshot_pages(run, client, state)
     log = run.log
     initial = not state.initialised
 
@@ -529,6 +534,67 @@ def _pull_pages(run: Run, client: MasterClient, state: PeerState) -> None:
             log.save(update_fields=["records_pulled"])
             run.progress(f"Pulled {log.records_pulled} records, {remaining} to go.")
             if remaining == 0:
+                return
+    finally:
+        # After a failure a fetch may still be in flight; closing the client ends it.
+        prefetch.shutdown(wait=False, cancel_futures=True)
+
+
+SNAPSHOT_FIELDS = [
+    "snapshot_txid",
+    "snapshot_seq",
+    "snapshot_table",
+    "snapshot_after",
+    "snapshot_done",
+    "snapshot_total",
+    "pull_txid",
+    "pull_seq",
+    "initialised",
+]
+
+
+def _snapshot_pages(run: Run, client: MasterClient, state: PeerState) -> None:
+    """Initialise from a snapshot of the master's current rows (sync.snapshot), going on with
+    one under way; the log pulls then start at the snapshot's position."""
+    limit = settings.SYNC_BATCH_SIZE
+    resumed = bool(state.snapshot_table)
+    start = Cursor(state.snapshot_txid, state.snapshot_seq) if resumed else None
+    position = SnapshotPosition(state.snapshot_table, state.snapshot_after) if resumed else FIRST
+    clock, done_before = time.monotonic(), state.snapshot_done if resumed else 0
+    prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-snapshot")
+    try:
+        page = prefetch.submit(snapshot_fetch, client, start=start, position=position, limit=limit)
+        while True:
+            got = page.result()
+            if got.next is not None:
+                page = prefetch.submit(
+                    snapshot_fetch, client, start=got.start, position=got.next, limit=limit
+                )
+            with transaction.atomic():
+                # The page and where the next one starts commit together: a dropped link
+                # resumes the snapshot right here.
+                changeset_apply(changeset=got.changeset, source_site=MASTER_SYNC_ID)
+                if got.total is not None:
+                    state.snapshot_total, state.snapshot_done = got.total, 0
+                state.snapshot_done += len(got.changeset)
+                state.snapshot_txid, state.snapshot_seq = got.start
+                state.snapshot_table = got.next.table if got.next else ""
+                state.snapshot_after = got.next.after if got.next else None
+                if got.next is None:
+                    state.pull_txid, state.pull_seq = got.start
+                    state.initialised = True
+                state.save(update_fields=SNAPSHOT_FIELDS)
+            run.log.records_pulled += len(got.changeset)
+            run.log.save(update_fields=["records_pulled"])
+            run.progress(
+                snapshot_progress(
+                    done=state.snapshot_done,
+                    total=state.snapshot_total,
+                    done_here=state.snapshot_done - done_before,
+                    seconds=time.monotonic() - clock,
+                )
+            )
+            if got.next is None:
                 return
     finally:
         # After a failure a fetch may still be in flight; closing the client ends it.

@@ -526,11 +526,11 @@ def test_pull_with_a_bad_cursor_is_a_400(api: APIClient) -> None:
     assert_error(api.get(PULL, {"cursor": "yesterday"}), 400, "invalid")
 
 
-def test_openapi_schema_documents_the_three_endpoints(client: Client) -> None:
+def test_openapi_schema_documents_the_four_endpoints(client: Client) -> None:
     response = client.get("/api/schema/")
     assert response.status_code == 200
     schema = response.content.decode()
-    for path in (HANDSHAKE, PUSH, PULL):
+    for path in (HANDSHAKE, PUSH, PULL, f"{API_PREFIX}snapshot/"):
         assert path in schema
 
 

@@ -2,6 +2,7 @@
 
 import json
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -320,16 +321,29 @@ def test_a_master_record_whose_first_changes_were_compacted_is_still_known_to_be
 
 
 class ExpiredMaster:
-    """A master client whose first pull answers reinitialise_required, then serves empty pages."""
+    """A master client whose first pull answers reinitialise_required, then serves an empty
+    snapshot at 0.5 and empty pages."""
 
     def __init__(self) -> None:
-        self.pulls: list[tuple[Cursor, bool]] = []
+        self.pulls: list[tuple[Cursor, bool] | str] = []
 
     def pull(self, *, cursor: Cursor, limit: int, initial: bool) -> PulledPage:
         self.pulls.append((cursor, initial))
         if len(self.pulls) == 1:
             raise SyncError("reinitialise_required", "Satellite 2 was silent too long.")
         return PulledPage(changeset_of(), cursor, 0)
+
+    def request(self, method: str, endpoint: str, *, query: dict[str, Any]) -> dict[str, Any]:
+        self.pulls.append(endpoint)
+        empty = {"upserts": [], "deletes": []}
+        return {
+            "changes": empty,
+            "cursor": "0.5",
+            "total": 0,
+            "done": True,
+            "table": "",
+            "after": "",
+        }
 
 
 def test_a_satellite_told_to_reinitialise_pulls_again_from_the_start(satellite: int) -> None:
@@ -340,7 +354,7 @@ def test_a_satellite_told_to_reinitialise_pulls_again_from_the_start(satellite: 
 
     run_pull(run, client, state)  # type: ignore[arg-type]
 
-    assert client.pulls == [(Cursor(0, 7), False), (Cursor(), True)]
+    assert client.pulls == [(Cursor(0, 7), False), "snapshot/", (Cursor(0, 5), False)]
     assert PeerState.objects.get(pk=state.pk).initialised
     assert "initialised again" in " ".join(run.notes)
 
