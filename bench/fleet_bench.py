@@ -339,14 +339,32 @@ def phase(
     return line
 
 
+def connections_check(master: Site, k: int) -> int:
+    """PostgreSQL's max_connections, with a warning when a storm of K may need more."""
+    with psycopg.connect(master.database_url) as connection:
+        max_connections = int(connection.execute("SHOW max_connections").fetchone()[0])
+        in_use = int(connection.execute("SELECT count(*) FROM pg_stat_activity").fetchone()[0])
+    # Each satellite's run holds a connection to its database, and each master thread one to
+    # the master's while it serves (CONN_MAX_AGE keeps it open).
+    wanted = k + MASTER_WORKERS * int(os.environ.get("GUNICORN_THREADS", "8")) + in_use
+    if wanted > max_connections:
+        print(
+            f"warning: up to {wanted} PostgreSQL connections at once (K={k}, master threads,"
+            f" {in_use} open now) but max_connections is {max_connections}: expect"
+            " 'too many clients' errors.",
+            file=sys.stderr,
+            flush=True,
+        )
+    return max_connections
+
+
 def fleet(k: int, scale: dict[str, int], workdir: Path) -> None:
     cluster = Cluster(workdir, satellites=k)
     try:
         started = time.perf_counter()
         provision(cluster, scale["items"], scale["names"])
         tables = Tables(cluster.master)
-        with psycopg.connect(cluster.master.database_url) as connection:
-            max_connections = int(connection.execute("SHOW max_connections").fetchone()[0])
+        max_connections = connections_check(cluster.master, k)
         print(
             json.dumps(
                 {"k": k, "provisioned_seconds_not_counted": round(time.perf_counter() - started)}
