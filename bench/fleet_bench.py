@@ -351,7 +351,25 @@ def phase(
     first_error = next((run for run in runs if error_code(run) is not None), None)
     if first_error is not None:
         line["first_error"] = first_error["report"]
+        line["master_log_errors"] = master_log_errors(cluster.master)
     return line
+
+
+def master_log_errors(master: Site, wanted: int = 5) -> list[str]:
+    """The master log's last lines that name an error: an HTTP 500's cause is only there."""
+    lines = master.log_path.read_text(errors="replace").splitlines()
+    found = [line for line in lines if "Error" in line or "FATAL" in line or "Exception" in line]
+    return found[-wanted:]
+
+
+def transactions_create(satellite: Site, wanted: int) -> str | None:
+    """Give the satellite's store `wanted` finalised transactions, untimed; None or the error
+    (a satellite whose first sync failed has no store to write them in)."""
+    try:
+        run_script(satellite, BULK_TRANSACTIONS_SCRIPT, {"wanted": wanted, "seed": 1})
+    except AssertionError as error:
+        return f"{satellite.name}: {str(error).strip().splitlines()[-1]}"
+    return None
 
 
 def connections_check(master: Site, k: int) -> int:
@@ -394,8 +412,12 @@ def fleet(k: int, scale: dict[str, int], workdir: Path) -> None:
             print(json.dumps(line), flush=True)
 
         emit("initialisation")
-        params = {"wanted": scale["transactions"], "seed": 1}
-        in_parallel(lambda s: run_script(s, BULK_TRANSACTIONS_SCRIPT, params), cluster.satellites)
+        failures = in_parallel(
+            lambda s: transactions_create(s, scale["transactions"]), cluster.satellites
+        )
+        failures = [failure for failure in failures if failure is not None]
+        if failures:
+            print(json.dumps({"k": k, "push_setup_failures": failures}), file=sys.stderr)
         emit("push")
         emit("noop")
     finally:
