@@ -176,12 +176,12 @@ class Site:
             start_new_session=True,
         )
 
-    def start(self, *, server: str = "runserver") -> None:
+    def start(self, *, server: str = "runserver", workers: int = 2) -> None:
         """Serve HTTP on 127.0.0.1:port with a real server process.
 
         runserver also serves the admin's static files; gunicorn is the production server
-        (gunicorn.conf.py), with workers that keep their database connections between requests
-        and serve the static files that collectstatic gathers first when DEBUG is off.
+        (gunicorn.conf.py), with `workers` workers that keep their database connections between
+        requests and serve the static files that collectstatic gathers first when DEBUG is off.
         """
         address = f"127.0.0.1:{self.port}"
         if server == "gunicorn":
@@ -189,7 +189,7 @@ class Site:
                 self.manage("collectstatic", "--noinput", "--verbosity", "0")
             self.process = self._spawn(
                 "-m", "gunicorn", "--config", str(ROOT / "gunicorn.conf.py"), "msupply.wsgi",
-                "--bind", address, "--workers", "2", "--access-logfile", "-",
+                "--bind", address, "--workers", str(workers), "--access-logfile", "-",
             )  # fmt: skip
         else:
             self.process = self._spawn("manage.py", "runserver", address, "--noreload")

@@ -299,6 +299,17 @@ class MasterClient:
                 "happening, check that the master and its proxy are running.",
                 status=response.status,
             )
+        if not isinstance(data, dict) and response.status >= 500:
+            # The master's own crash page (its database refused a connection, say): the URL
+            # is right, and what went wrong is in the master's log.
+            raise SyncError(
+                ErrorCode.SERVER_ERROR,
+                f"The master at {self.url} failed with an unexpected error (HTTP "
+                f"{response.status}). Nothing is lost: the next sync resumes where this one "
+                "stopped. If it keeps happening, its administrator should look at the master's "
+                "log.",
+                status=response.status,
+            )
         if not isinstance(data, dict):
             raise SyncError(
                 ErrorCode.WRONG_URL,

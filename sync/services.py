@@ -228,7 +228,8 @@ class Exchange:
     duration_ms: int
     address: str | None
     bytes_in: int
-    bytes_out: int
+    # Unknown when the view raised instead of answering.
+    bytes_out: int = 0
     records: int = 0
     error_code: str = ""
     message: str = ""

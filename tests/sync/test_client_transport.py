@@ -331,6 +331,22 @@ def test_a_502_on_every_request_fails_the_run_as_unavailable_after_the_retries(
     assert "check the URL" not in report["message"]
 
 
+def test_a_crash_page_from_the_master_is_its_error_not_a_wrong_url(cluster: Cluster) -> None:
+    crash = b"<h1>Server Error (500)</h1>"
+    front = Front(cluster.master.port, [(500, {"Content-Type": "text/html"}, crash)], always=True)
+    try:
+        with master_at(cluster, front.url) as satellite:
+            report = sync_now(satellite, **QUICK_RETRIES)
+    finally:
+        front.close()
+    assert (report["result"], report["error_code"]) == ("failure", "server_error"), report
+    # Not a proxy's hiccup: a crash is reported at once, not retried.
+    assert front.requests == 1
+    assert "HTTP 500" in report["message"]
+    assert "master's log" in report["message"]
+    assert "check the URL" not in report["message"]
+
+
 def test_a_json_refusal_behind_a_front_is_the_masters_own_code(cluster: Cluster) -> None:
     refusal = json.dumps({"code": "satellite_disabled", "message": "Disabled here."}).encode()
     script = [(503, {"Content-Type": "application/json"}, refusal)]
