@@ -15,6 +15,7 @@ import base64
 import binascii
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -221,55 +222,66 @@ class SyncAuthentication(BaseAuthentication):
         return SyncCaller(peer)
 
 
-class _RememberedPasswords:
+class RememberedPasswords:
     """User name and password pairs that passed the slow hash lately, kept as keyed hashes.
 
     An enrolment storm (a fleet of new satellites at once) then costs one slow hash per server
-    process, not one per satellite; anything else, a wrong guess included, still pays in full.
-    The key includes the stored hash, so a new password forgets the old one at once.
+    process, not one per satellite: the first request of a pair hashes while the others with
+    the same pair wait for its verdict. Anything else, a wrong guess included, still pays in
+    full. The key includes the stored hash, so a new password forgets the old one at once.
     """
 
     def __init__(self) -> None:
         self._until: dict[str, float] = {}
+        self._checking: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
-    @staticmethod
-    def _digest(password_hash: str, username: str, password: str) -> str:
-        return salted_hmac(PASSWORD_SALT, f"{password_hash}\0{username}\0{password}").hexdigest()
-
-    def holds(self, password_hash: str, username: str, password: str) -> bool:
-        until = self._until.get(self._digest(password_hash, username, password), 0.0)
-        return until > time.monotonic()
-
-    def keep(self, password_hash: str, username: str, password: str) -> None:
-        now = time.monotonic()
+    def check(
+        self, password_hash: str, username: str, password: str, slow: Callable[[], bool]
+    ) -> bool:
+        """Whether the pair matches: remembered, or else by `slow`, once at a time per pair."""
+        digest = salted_hmac(PASSWORD_SALT, f"{password_hash}\0{username}\0{password}").hexdigest()
+        if self._holds(digest):
+            return True
         with self._lock:
-            self._until = {d: until for d, until in self._until.items() if until > now}
-            self._until[self._digest(password_hash, username, password)] = (
-                now + PASSWORD_REMEMBER_SECONDS
-            )
+            checking = self._checking.setdefault(digest, threading.Lock())
+        with checking:
+            if self._holds(digest):
+                return True
+            matched = slow()
+            now = time.monotonic()
+            with self._lock:
+                self._checking.pop(digest, None)
+                if matched:
+                    self._until = {d: until for d, until in self._until.items() if until > now}
+                    self._until[digest] = now + PASSWORD_REMEMBER_SECONDS
+        return matched
+
+    def _holds(self, digest: str) -> bool:
+        return self._until.get(digest, 0.0) > time.monotonic()
 
 
-remembered_passwords = _RememberedPasswords()
+remembered_passwords = RememberedPasswords()
 
 
 def _enrolment_credentials_match(
     preferences: SyncPreferences, username: str, password: str
 ) -> bool:
     """Whether `username` and `password` are the shared sync credentials of the preferences."""
-    stored = preferences.password_hash
-    if stored and remembered_passwords.holds(stored, username, password):
-        return True
-    # The hash runs whatever the user name, so a wrong name takes as long as a wrong password.
-    right_password = False
-    if stored:
-        right_password = preferences.check_password(password)
-    else:
-        make_password(password)
-    matched = constant_time_compare(username, preferences.username) and right_password
-    if matched:
-        remembered_passwords.keep(stored, username, password)
-    return matched
+
+    def slow() -> bool:
+        # The hash runs whatever the user name, so a wrong name takes as long as a wrong
+        # password.
+        right_password = False
+        if preferences.password_hash:
+            right_password = preferences.check_password(password)
+        else:
+            make_password(password)
+        return constant_time_compare(username, preferences.username) and right_password
+
+    if not preferences.password_hash:
+        return slow()
+    return remembered_passwords.check(preferences.password_hash, username, password, slow)
 
 
 def _peer(sync_id: int, *, guess: bool) -> SyncPeer:

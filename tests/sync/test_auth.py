@@ -1,12 +1,14 @@
 """Satellite identity on the master: enrolment, keys, tokens, resets, disabling and lockouts."""
 
 import io
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.contrib.admin.models import LogEntry
-from django.contrib.auth.hashers import PBKDF2PasswordHasher
+from django.contrib.auth.hashers import PBKDF2PasswordHasher, check_password, make_password
 from django.contrib.auth.models import Permission, User
 from django.core.exceptions import PermissionDenied
 from django.core.management import CommandError, call_command
@@ -17,6 +19,7 @@ from pytest_django.fixtures import Settings
 from rest_framework.test import APIClient
 
 from sync.admin import UNLOCK_SESSION_KEY
+from sync.auth import RememberedPasswords
 from sync.keys import key_hash, peer_enabled_set, peer_key_reset
 from sync.models import AuthFailure, PeerState, SyncPeer
 from sync.protocol import PROTOCOL_VERSION
@@ -289,6 +292,33 @@ def test_an_enrolment_storm_pays_the_slow_hash_once_and_a_wrong_guess_always(
     assert_error(shake(caller(password=PASSWORD)), 401, "wrong_credentials")
     assert shake(caller(password="the-new-one")).status_code == 200
     assert CountingHasher.checks == 5
+
+
+def test_a_storm_of_simultaneous_enrolments_hashes_once_and_wrong_guesses_each_time() -> None:
+    stored = make_password(PASSWORD)
+    remembered = RememberedPasswords()
+    hashed: list[str] = []
+
+    def enrol_at_once(password: str) -> list[bool]:
+        start = threading.Barrier(8)
+
+        def one() -> bool:
+            def slow() -> bool:
+                hashed.append(password)
+                return check_password(password, stored)
+
+            start.wait()
+            return remembered.check(stored, "sync", password, slow)
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            return list(pool.map(lambda _: one(), range(8)))
+
+    assert enrol_at_once(PASSWORD) == [True] * 8
+    assert hashed == [PASSWORD]
+    assert enrol_at_once("guess") == [False] * 8
+    assert hashed.count("guess") == 8
+    # Another user name with the right password is another pair: it is hashed, and refused.
+    assert not remembered.check(stored, "other", PASSWORD, lambda: False)
 
 
 def test_sync_key_command_issues_resets_and_disables_with_the_users_name(
