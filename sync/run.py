@@ -41,7 +41,7 @@ from .prune import REINITIALISE_REQUIRED
 from .push import PushRecord
 from .registry import LOCAL_STORE_DATA_SCOPE
 from .selectors import preferences_get, unpushed_records_count
-from .snapshot import FIRST, SnapshotPosition, snapshot_fetch, snapshot_progress
+from .snapshot import FIRST, SnapshotPosition, snapshot_progress
 
 logger = logging.getLogger(__name__)
 
@@ -563,12 +563,12 @@ def _snapshot_pages(run: Run, client: MasterClient, state: PeerState) -> None:
     clock, done_before = time.monotonic(), state.snapshot_done if resumed else 0
     prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-snapshot")
     try:
-        page = prefetch.submit(snapshot_fetch, client, start=start, position=position, limit=limit)
+        page = prefetch.submit(client.snapshot, start=start, position=position, limit=limit)
         while True:
             got = page.result()
             if got.next is not None:
                 page = prefetch.submit(
-                    snapshot_fetch, client, start=got.start, position=got.next, limit=limit
+                    client.snapshot, start=got.start, position=got.next, limit=limit
                 )
             with transaction.atomic():
                 # The page and where the next one starts commit together: a dropped link

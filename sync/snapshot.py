@@ -29,10 +29,7 @@ from stores.models import Transaction
 from stores.transfers import transfers_routed_to
 
 from .changes import CURSOR_LIMIT, POSTGRESQL_HORIZON, ChangeSet, Cursor, changes_last, rows_encode
-from .client import MasterClient
-from .errors import ErrorCode, SyncError
 from .models import PeerState, SyncPeer
-from .protocol import MAX_PULL_LIMIT
 from .prune import pull_expiry_check
 from .registry import SYNCED_TABLES, TABLES_BY_MODEL, TABLES_BY_NAME, SyncedTable
 
@@ -143,41 +140,6 @@ def snapshot_page(
     if following is None:
         states.update(last_success_at=timezone.now())
     return SnapshotPage(changeset, start, following, total)
-
-
-def snapshot_fetch(
-    client: MasterClient, *, start: Cursor | None, position: SnapshotPosition, limit: int
-) -> SnapshotPage:
-    """On a satellite: one snapshot page from the master, read and checked."""
-    query: dict[str, Any] = {"limit": min(limit, MAX_PULL_LIMIT)}
-    if start is not None:
-        query.update(cursor=str(start), table=position.table)
-        if position.after is not None:
-            query["after"] = position.after.hex
-    answer = client.request("GET", "snapshot/", query=query)
-    try:
-        following = (
-            None
-            if answer["done"]
-            else SnapshotPosition(
-                TABLES_BY_NAME[answer["table"]].name,
-                uuid.UUID(answer["after"]) if answer["after"] else None,
-            )
-        )
-        total = answer["total"]
-        return SnapshotPage(
-            # Decoded now: a row the model's rules refuse fails before anything is applied.
-            ChangeSet.from_wire(answer["changes"]).decode(),
-            Cursor.parse(str(answer["cursor"])),
-            following,
-            None if total is None else int(total),
-        )
-    except (KeyError, TypeError, ValueError) as error:
-        raise SyncError(
-            ErrorCode.BAD_ANSWER,
-            f"The master sent a snapshot page this satellite cannot read ({error}). Install "
-            "the same msupply-sync release on both servers.",
-        ) from error
 
 
 def snapshot_progress(*, done: int, total: int, done_here: int, seconds: float) -> str:

@@ -2,7 +2,6 @@
 
 import json
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -32,6 +31,7 @@ from sync.run import Run
 from sync.run import _pull as run_pull
 from sync.selectors import master_record_may_be_held, sync_status
 from sync.services import PRUNE_SCHEDULE_NAME, peer_save, preferences_update
+from sync.snapshot import SnapshotPage, SnapshotPosition
 from tests.factories import (
     ItemFactory,
     StoreFactory,
@@ -333,17 +333,11 @@ class ExpiredMaster:
             raise SyncError("reinitialise_required", "Satellite 2 was silent too long.")
         return PulledPage(changeset_of(), cursor, 0)
 
-    def request(self, method: str, endpoint: str, *, query: dict[str, Any]) -> dict[str, Any]:
-        self.pulls.append(endpoint)
-        empty = {"upserts": [], "deletes": []}
-        return {
-            "changes": empty,
-            "cursor": "0.5",
-            "total": 0,
-            "done": True,
-            "table": "",
-            "after": "",
-        }
+    def snapshot(
+        self, *, start: Cursor | None, position: SnapshotPosition, limit: int
+    ) -> SnapshotPage:
+        self.pulls.append("snapshot/")
+        return SnapshotPage(changeset_of(), Cursor(0, 5), None, 0)
 
 
 def test_a_satellite_told_to_reinitialise_pulls_again_from_the_start(satellite: int) -> None:
