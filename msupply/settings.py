@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "django_celery_beat",
+    "import_export",
     "stores",
     "sync",
 ]
@@ -297,3 +298,14 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="WARNING")},
 }
+
+# Import and export of master data in the admin (stores.resources), CSV and XLSX only; export
+# needs the view permission; a value starting with = + - @ is escaped in exported files, so a
+# spreadsheet never runs it as a formula.
+# https://django-import-export.readthedocs.io/en/latest/installation.html#settings
+from import_export.formats.base_formats import CSV, XLSX  # noqa: E402
+
+IMPORT_EXPORT_FORMATS = [CSV, XLSX]
+IMPORT_EXPORT_EXPORT_PERMISSION_CODE = "view"
+IMPORT_EXPORT_ESCAPE_FORMULAE_ON_EXPORT = True
+IMPORT_EXPORT_USE_TRANSACTIONS = True

@@ -10,6 +10,7 @@ from django.contrib.admin.models import LogEntry
 from django.contrib.admin.options import IS_POPUP_VAR
 from django.contrib.admin.utils import model_ngettext
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
 from django.db.models import Model, QuerySet
 from django.forms import BaseInlineFormSet, ModelForm
 from django.forms.formsets import DELETION_FIELD_NAME
@@ -18,11 +19,13 @@ from django.urls import reverse
 from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext, gettext_lazy, ngettext
+from import_export.admin import ExportMixin, ImportExportMixin
+from import_export.results import Result
 
 from msupply import identity
 
-from . import services
+from . import resources, services
 from .models import Item, Name, StockLine, Store, Transaction, TransactionLine
 from .transfers import TransferLine, inbounds_waiting_here, is_outbound_transfer, transfer_lines
 
@@ -107,7 +110,11 @@ class ServiceAdmin(admin.ModelAdmin):
                     deleted += 1
         if deleted:
             names = model_ngettext(self.opts, deleted)
-            self.message_user(request, f"Deleted {deleted} {names}.", messages.SUCCESS)
+            self.message_user(
+                request,
+                gettext("Deleted %(count)d %(names)s.") % {"count": deleted, "names": names},
+                messages.SUCCESS,
+            )
 
     @admin.action(permissions=["delete"], description=DELETE_SELECTED)
     def delete_selected(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
@@ -119,14 +126,59 @@ class ServiceAdmin(admin.ModelAdmin):
         return admin_actions.delete_selected(self, request, queryset)
 
 
-class MasterDataAdmin(ServiceAdmin):
+class MasterDataAdmin(ImportExportMixin, ServiceAdmin):
     """Master data may be written only on the master; a satellite shows it read-only.
 
     Deleting a record that satellites may hold or history uses deactivates it, and says so.
     Each record shows who changed it last, from its newest change-log row.
+    Records are exported everywhere and imported on the master only (stores.resources): a
+    preview first, row by row, then all rows or none, each in the History.
     """
 
     readonly_fields = ["last_changed"]
+
+    def has_import_permission(self, request: HttpRequest) -> bool:
+        return self.has_add_permission(request) and self.has_change_permission(request)
+
+    def _import_refused(self, request: HttpRequest) -> HttpResponse | None:
+        """On a satellite, the refusal every master-data write gets, back on the list."""
+        try:
+            services.master_data_ensure_writable()
+        except services.MasterDataReadOnlyError as error:
+            self.message_user(request, str(error), messages.ERROR)
+            opts = self.opts
+            return HttpResponseRedirect(
+                reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")
+            )
+        return None
+
+    def import_action(self, request: HttpRequest, **kwargs: Any) -> HttpResponse:
+        return self._import_refused(request) or super().import_action(request, **kwargs)
+
+    def process_import(self, request: HttpRequest, **kwargs: Any) -> HttpResponse:
+        # The records and their History entries are written together, or neither.
+        with transaction.atomic():
+            return self._import_refused(request) or super().process_import(request, **kwargs)
+
+    def get_import_data_kwargs(self, **kwargs: Any) -> dict[str, Any]:
+        # One refused row refuses the file: nothing is applied until every row is right.
+        return {**super().get_import_data_kwargs(**kwargs), "rollback_on_validation_errors": True}
+
+    def process_result(self, result: Result, request: HttpRequest) -> HttpResponse:
+        if result.has_errors() or result.has_validation_errors():
+            # The file changed between preview and confirmation, or the data did: the
+            # library rolled the import back, so no History either.
+            self.message_user(
+                request,
+                gettext(
+                    "Nothing was imported: the file no longer passes its checks. Import it "
+                    "again to see why."
+                ),
+                messages.ERROR,
+            )
+            opts = self.opts
+            return HttpResponseRedirect(reverse(f"admin:{opts.app_label}_{opts.model_name}_import"))
+        return super().process_result(result, request)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
         return identity.records_with_last_change(super().get_queryset(request))
@@ -208,6 +260,7 @@ def deactivated_message(record: str) -> str:
 
 @admin.register(Store)
 class StoreAdmin(MasterDataAdmin):
+    resource_classes = [resources.StoreResource]
     list_display = ["code", "name", "active", "last_changed"]
     list_filter = ["active"]
     search_fields = ["code", "name"]
@@ -215,6 +268,7 @@ class StoreAdmin(MasterDataAdmin):
 
 @admin.register(Item)
 class ItemAdmin(MasterDataAdmin):
+    resource_classes = [resources.ItemResource]
     list_display = ["code", "name", "unit", "active", "last_changed"]
     list_filter = ["active", "unit"]
     search_fields = ["code", "name"]
@@ -222,6 +276,7 @@ class ItemAdmin(MasterDataAdmin):
 
 @admin.register(Name)
 class NameAdmin(MasterDataAdmin):
+    resource_classes = [resources.NameResource]
     list_display = ["code", "name", "kind", "active", "last_changed"]
     list_filter = ["kind", "active"]
     search_fields = ["code", "name"]
@@ -316,13 +371,14 @@ def _transfer_lines_table(lines: list[TransferLine], received: str) -> SafeStrin
 
 
 @admin.register(Transaction)
-class TransactionAdmin(ServiceAdmin):
+class TransactionAdmin(ExportMixin, ServiceAdmin):
     """Drafts are added, changed, deleted and finalised by the services; finalised are read-only.
 
     A transfer's two halves name each other: the list marks them, and each change page shows
     the other half's number and its quantities, sent against received.
     """
 
+    resource_classes = [resources.TransactionResource]
     list_display = ["number", "store", "kind", "name", "date", "status", "transfer"]
     list_filter = [TransferFilter, "store", "kind", "status", "date"]
     search_fields = ["number", "name__name", "store__code"]
@@ -485,13 +541,20 @@ class TransactionAdmin(ServiceAdmin):
                 self.message_user(request, refusal(error), messages.ERROR)
             else:
                 finalised += 1
-        self.message_user(request, f"Finalised {finalised} transaction(s).")
+        self.message_user(
+            request,
+            ngettext(
+                "Finalised %(count)d transaction.", "Finalised %(count)d transactions.", finalised
+            )
+            % {"count": finalised},
+        )
 
 
 @admin.register(StockLine)
-class StockLineAdmin(admin.ModelAdmin):
+class StockLineAdmin(ExportMixin, admin.ModelAdmin):
     """Stock moves only by finalising transactions, so it is shown, never edited here."""
 
+    resource_classes = [resources.StockLineResource]
     list_display = ["item", "store", "batch", "expiry", "quantity"]
     list_filter = ["store", "expiry"]
     search_fields = ["item__name", "item__code", "batch"]

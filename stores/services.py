@@ -62,10 +62,17 @@ def master_record_save(*, record: MasterRecord, by: Actor = None, **changes: Any
     master_data_ensure_writable()
     for field, value in changes.items():
         setattr(record, field, value)
-    record.full_clean()
+    master_record_validate(record=record)
     with changes_by(by):
         record.save()
     return record
+
+
+def master_record_validate(*, record: MasterRecord, unique: bool = True) -> None:
+    """Check the rules every store, item or name meets before it is written (the model's full
+    validation); `unique=False` leaves the unique checks to a caller that makes them for a whole
+    file at once (stores.resources)."""
+    record.full_clean(validate_unique=unique)
 
 
 @transaction.atomic
@@ -400,8 +407,50 @@ def master_data_seed(*, stores: list[Store], items: list[Item], names: list[Name
     Store.objects.bulk_create(stores, batch_size=1000, ignore_conflicts=True)
     Item.objects.bulk_create(items, batch_size=1000, ignore_conflicts=True)
     Name.objects.bulk_create(names, batch_size=1000, ignore_conflicts=True)
+    _store_names_make(stores)
+
+
+def _store_names_make(stores: list[Store]) -> None:
     # Each store trades under a name of its own; the ones that have none get it now.
     unnamed = Store.objects.filter(code__in=[store.code for store in stores], trading_name=None)
     Name.objects.bulk_create(
         [store_name_for(store) for store in unnamed], batch_size=1000, ignore_conflicts=True
     )
+
+
+@transaction.atomic
+def master_records_bulk_save(
+    *,
+    model: type[MasterRecord],
+    created: list[MasterRecord],
+    changed: list[MasterRecord],
+    fields: list[str],
+    by: Actor = None,
+) -> None:
+    """Write many validated stores, items or names on the master in a few statements (the
+    import); new stores get their trading names, and the change log records `by`."""
+    master_data_ensure_writable()
+    with changes_by(by):
+        model.objects.bulk_create(created, batch_size=1000)
+        if changed:
+            model.objects.bulk_update(changed, fields, batch_size=1000)
+        if model is Store:
+            _store_names_make(created)  # type: ignore[arg-type]
+
+
+# Units a file may name besides those items on this server already use: a typo ("tabs") in a
+# national list of 20,000 items is refused rather than made a new unit. A new unit is added by
+# adding one item with it in the admin.
+ITEM_UNITS_STANDARD = frozenset(
+    {
+        "ampoule", "bag", "bottle", "box", "capsule", "cartridge", "dose", "each", "inhaler",
+        "kit", "ml", "g", "pack", "pair", "patch", "pessary", "roll", "sachet", "strip",
+        "suppository", "syringe", "tablet", "test", "tube", "vial",
+    }
+)  # fmt: skip
+
+
+def item_units_known() -> frozenset[str]:
+    """The units an imported item may have: the standard ones and every unit in use here."""
+    in_use = Item.objects.order_by().values_list("unit", flat=True).distinct()
+    return ITEM_UNITS_STANDARD | frozenset(in_use)

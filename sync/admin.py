@@ -25,6 +25,7 @@ from django.utils.decorators import method_decorator
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 from django.views.decorators.debug import sensitive_post_parameters
+from import_export.admin import ExportMixin
 
 from stores.admin import last_change_text
 
@@ -646,7 +647,7 @@ RESULT_COLOURS = {
 ERROR_MESSAGE_CHARS = 90
 
 
-class SyncRecordAdmin(ReadOnlyAdmin):
+class SyncRecordAdmin(ExportMixin, ReadOnlyAdmin):
     """A list of sync records (runs or exchanges): local times, coloured results, short errors."""
 
     search_fields = ["message", "error_code"]
