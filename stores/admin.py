@@ -19,7 +19,7 @@ from django.urls import reverse
 from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
-from django.utils.translation import gettext, gettext_lazy, ngettext
+from django.utils.translation import gettext, gettext_lazy
 from import_export.admin import ExportMixin, ImportExportMixin
 from import_export.results import Result
 
@@ -36,8 +36,14 @@ def last_change_text(by: str, at: datetime | None, source_site: int | None = Non
     """Who changed a record last and when, as the admin shows it."""
     if at is None:
         return "-"
-    who = by or (f"sync from server {source_site}" if source_site else "no user")
-    return f"{who}, {formats.date_format(timezone.localtime(at), 'DATETIME_FORMAT')}"
+    if by:
+        who = by
+    elif source_site:
+        who = gettext("sync from server %(site)s") % {"site": source_site}
+    else:
+        who = gettext("no user")
+    when = formats.date_format(timezone.localtime(at), "DATETIME_FORMAT")
+    return gettext("%(who)s, %(when)s") % {"who": who, "when": when}
 
 
 def refusal(error: ValidationError | PermissionDenied) -> str:
@@ -183,7 +189,7 @@ class MasterDataAdmin(ImportExportMixin, ServiceAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
         return identity.records_with_last_change(super().get_queryset(request))
 
-    @admin.display(description="Last changed by", ordering="last_changed_at")
+    @admin.display(description=gettext_lazy("Last changed by"), ordering="last_changed_at")
     def last_changed(self, record: Any) -> str:
         return last_change_text(
             getattr(record, "last_changed_by", ""),
@@ -246,16 +252,18 @@ class MasterDataAdmin(ImportExportMixin, ServiceAdmin):
         )
 
 
-DEACTIVATED_LOG = "Deactivated, not deleted: satellites may hold it or history uses it."
+DEACTIVATED_LOG = gettext_lazy(
+    "Deactivated, not deleted: satellites may hold it or history uses it."
+)
 
 
 def deactivated_message(record: str) -> str:
     """What the admin says when a delete deactivated `record` instead."""
-    return (
-        f"{record} was deactivated, not deleted: satellites may hold it or transactions use it, "
-        "so it stays in history and can no longer be chosen. Its code now ends in ~ and part "
-        "of its id, so a new record may take the code."
-    )
+    return gettext(
+        "%(record)s was deactivated, not deleted: satellites may hold it or transactions use "
+        "it, so it stays in history and can no longer be chosen. Its code now ends in ~ and "
+        "part of its id, so a new record may take the code."
+    ) % {"record": record}
 
 
 @admin.register(Store)
@@ -327,14 +335,14 @@ def _is_draft(record: Transaction | None) -> bool:
 class TransferFilter(admin.SimpleListFilter):
     """Transfers between stores: the incoming ones waiting here to be received, or every half."""
 
-    title = "transfers"
+    title = gettext_lazy("transfers")
     parameter_name = "transfer"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         return [
-            ("incoming", "Incoming waiting to be received"),
-            ("outbound", "Outbound"),
-            ("inbound", "Inbound"),
+            ("incoming", gettext("Incoming waiting to be received")),
+            ("outbound", gettext("Outbound")),
+            ("inbound", gettext("Inbound")),
         ]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
@@ -349,6 +357,10 @@ class TransferFilter(admin.SimpleListFilter):
         return queryset
 
 
+def _of(record: Transaction, store: Store) -> str:
+    return gettext("%(record)s of %(store)s") % {"record": record, "store": store}
+
+
 def _change_url(record: Transaction) -> str:
     return reverse("admin:stores_transaction_change", args=[record.pk])
 
@@ -356,8 +368,11 @@ def _change_url(record: Transaction) -> str:
 def _transfer_lines_table(lines: list[TransferLine], received: str) -> SafeString:
     """Sent against received quantities, line by line."""
     return format_html(
-        '<table class="transfer-lines"><thead><tr><th>Item</th><th>Batch</th>'
-        '<th class="num">Sent</th><th class="num">{}</th></tr></thead><tbody>{}</tbody></table>',
+        '<table class="transfer-lines"><thead><tr><th>{}</th><th>{}</th>'
+        '<th class="num">{}</th><th class="num">{}</th></tr></thead><tbody>{}</tbody></table>',
+        gettext("Item"),
+        gettext("Batch"),
+        gettext("Sent"),
         received,
         format_html_join(
             "",
@@ -391,18 +406,17 @@ class TransactionAdmin(ExportMixin, ServiceAdmin):
     class Media:
         css = {"all": ["stores/admin.css"]}
 
-    @admin.display(description="Transfer")
+    @admin.display(description=gettext_lazy("Transfer"))
     def transfer(self, record: Transaction) -> str:
         """Outbound to, or inbound from, the other store; linked when this site holds the other
         half (an inbound's outbound always; an outbound's inbound once made or synced here)."""
         outbound = record.transfer_of
         if outbound is not None:
             return format_html(
-                '<a class="transfer-badge transfer-inbound" href="{}" title="{}">'
-                "Inbound from {}</a>",
+                '<a class="transfer-badge transfer-inbound" href="{}" title="{}">{}</a>',
                 _change_url(outbound),
-                f"{outbound} of {outbound.store}",
-                outbound.store.code,
+                _of(outbound, outbound.store),
+                gettext("Inbound from %(store)s") % {"store": outbound.store.code},
             )
         receiver = record.name.store if record.name is not None else None
         if record.kind != Transaction.Kind.CUSTOMER_INVOICE or receiver is None:
@@ -413,55 +427,58 @@ class TransactionAdmin(ExportMixin, ServiceAdmin):
             inbound = None
         if inbound is None:
             return format_html(
-                '<span class="transfer-badge transfer-outbound" title="{}">Outbound to {}</span>',
+                '<span class="transfer-badge transfer-outbound" title="{}">{}</span>',
                 str(receiver),
-                receiver.code,
+                gettext("Outbound to %(store)s") % {"store": receiver.code},
             )
         return format_html(
-            '<a class="transfer-badge transfer-outbound" href="{}" title="{}">Outbound to {}</a>',
+            '<a class="transfer-badge transfer-outbound" href="{}" title="{}">{}</a>',
             _change_url(inbound),
-            f"{inbound} of {receiver}",
-            receiver.code,
+            _of(inbound, receiver),
+            gettext("Outbound to %(store)s") % {"store": receiver.code},
         )
 
-    @admin.display(description="Received")
+    @admin.display(description=gettext_lazy("Received"))
     def received(self, record: Transaction) -> str:
         """Where and when the receiving store received this outbound, line by line, or not yet."""
         if record.status == Transaction.Status.DRAFT:
-            return "Not sent yet: this outbound transfer is a draft."
+            return gettext("Not sent yet: this outbound transfer is a draft.")
         receiver = record.name.store if record.name is not None else None
         inbound = Transaction.objects.filter(transfer_of=record).select_related("store").first()
         if inbound is None:
-            return f"In transit: not yet received at {receiver}."
+            return gettext("In transit: not yet received at %(store)s.") % {"store": receiver}
         if inbound.status != Transaction.Status.FINALISED or inbound.received_on is None:
             return format_html(
-                'Not yet received: <a href="{}">{}</a> waits in draft at {}.',
-                _change_url(inbound),
-                str(inbound),
-                str(inbound.store),
+                gettext(
+                    'Not yet received: <a href="{url}">{record}</a> waits in draft at {store}.'
+                ),
+                url=_change_url(inbound),
+                record=str(inbound),
+                store=str(inbound.store),
             )
         return format_html(
-            '<a href="{}">Received at {} on {}</a>.{}',
-            _change_url(inbound),
-            str(inbound.store),
-            inbound.received_on.isoformat(),
-            _transfer_lines_table(transfer_lines(record), "Received"),
+            gettext('<a href="{url}">Received at {store} on {date}</a>.{lines}'),
+            url=_change_url(inbound),
+            store=str(inbound.store),
+            date=inbound.received_on.isoformat(),
+            lines=_transfer_lines_table(transfer_lines(record), gettext("Received")),
         )
 
-    @admin.display(description="Sent")
+    @admin.display(description=gettext_lazy("Sent"))
     def sent(self, record: Transaction) -> str:
         """The outbound this inbound receives: its number, store, date and sent quantities."""
         outbound = record.transfer_of
         if outbound is None:
             return ""
-        received = "Received" if record.status == Transaction.Status.FINALISED else "To receive"
+        finalised = record.status == Transaction.Status.FINALISED
+        received = gettext("Received") if finalised else gettext("To receive")
         return format_html(
-            '<a href="{}">{} of {}</a>, sent on {}.{}',
-            _change_url(outbound),
-            str(outbound),
-            str(outbound.store),
-            outbound.date.isoformat(),
-            _transfer_lines_table(transfer_lines(outbound), received),
+            gettext('<a href="{url}">{record} of {store}</a>, sent on {date}.{lines}'),
+            url=_change_url(outbound),
+            record=str(outbound),
+            store=str(outbound.store),
+            date=outbound.date.isoformat(),
+            lines=_transfer_lines_table(transfer_lines(outbound), received),
         )
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -531,7 +548,7 @@ class TransactionAdmin(ExportMixin, ServiceAdmin):
         self._deletion_log(request, record)
         return None
 
-    @admin.action(description="Finalise selected transactions (moves stock)")
+    @admin.action(description=gettext_lazy("Finalise selected transactions (moves stock)"))
     def finalise(self, request: HttpRequest, queryset: QuerySet[Transaction]) -> None:
         finalised = 0
         for record in queryset.filter(status=Transaction.Status.DRAFT):
@@ -543,10 +560,7 @@ class TransactionAdmin(ExportMixin, ServiceAdmin):
                 finalised += 1
         self.message_user(
             request,
-            ngettext(
-                "Finalised %(count)d transaction.", "Finalised %(count)d transactions.", finalised
-            )
-            % {"count": finalised},
+            gettext("Finalised %(count)d transaction(s).") % {"count": finalised},
         )
 
 

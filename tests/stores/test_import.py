@@ -284,3 +284,22 @@ def test_stock_lines_and_sync_logs_export_with_their_filters(admin_client: Clien
     )
     rows = list(csv.DictReader(io.StringIO(response.content.decode("utf-8-sig"))))
     assert [row["result"] for row in rows] == ["failure"]
+
+
+def test_a_file_that_no_longer_passes_at_confirmation_applies_nothing(
+    admin_client: Client,
+) -> None:
+    only_user = ItemFactory(code="K1", unit="jerrycan")
+    rows = [["code", "name", "unit", "active"], ["K2", "Water", "jerrycan", "1"]]
+    rows += [[f"K{number}", "Soap", "each", "1"] for number in range(3, 30)]
+    previewed = preview(admin_client, "item", file_of(rows, CSV))
+    assert "confirm_form" in previewed.context
+    only_user.delete()  # the unit "jerrycan" is no longer in use, so no longer known
+
+    done = confirm(admin_client, "item", previewed)
+
+    assert messages_of(done) == [
+        "Nothing was imported: the file no longer passes its checks. Import it again to see why."
+    ]
+    assert Item.objects.count() == 0
+    assert import_logs(Item) == 0
