@@ -252,8 +252,21 @@ def test_an_export_keeps_the_list_filters_and_search(admin_client: Client) -> No
     rows = list(csv.DictReader(io.StringIO(exported)))
     assert [(row["code"], row["kind"]) for row in rows] == [("N1", "customer")]
 
-    stores = list(csv.DictReader(io.StringIO(export(admin_client, "name", "?kind__exact=store"))))
+    exported = export(admin_client, "name", "?kind__exact=store")
+    stores = list(csv.DictReader(io.StringIO(exported)))
     assert [(row["code"], row["store"]) for row in stores] == [("S777", "S777")]
+    # A store's own name comes back unchanged: its store column is shown, never imported.
+    previewed = preview(admin_client, "name", exported.encode())
+    assert previewed.context["result"].totals["skip"] == 1
+
+
+def test_the_import_offers_csv_and_xlsx_only(admin_client: Client) -> None:
+    page = admin_client.get(reverse("admin:stores_item_import"))
+    assert [label for _, label in page.context["form"].fields["format"].choices] == [
+        "---",
+        "csv",
+        "xlsx",
+    ]
 
 
 def test_stock_lines_and_sync_logs_export_with_their_filters(admin_client: Client) -> None:
