@@ -30,6 +30,22 @@ class TextWidget(widgets.CharWidget):
         return super().clean(value, row, **kwargs).strip()
 
 
+class YesNoWidget(widgets.BooleanWidget):
+    """1 or 0 (true/false, yes/no); anything else is refused, not read as "no"."""
+
+    WORDS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+
+    def clean(self, value: Any, row: Row | None = None, **kwargs: Any) -> Any:
+        if isinstance(value, bool):
+            return value
+        word = str(value if value is not None else "").strip().lower().removesuffix(".0")
+        if word not in self.WORDS:
+            raise ValueError(
+                gettext("%(value)s is not 1 or 0: give 1 (yes) or 0 (no).") % {"value": value}
+            )
+        return self.WORDS[word]
+
+
 class MasterDataResource(resources.ModelResource):
     """Rows keyed by code, checked by the services' rules, written in bulk in one transaction.
 
@@ -57,6 +73,8 @@ class MasterDataResource(resources.ModelResource):
     def widget_from_django_field(cls, f: Any, default: Any = widgets.Widget) -> Any:
         if f.get_internal_type() == "CharField" and not f.choices:
             return TextWidget
+        if f.get_internal_type() == "BooleanField":
+            return YesNoWidget
         return super().widget_from_django_field(f, default)
 
     def before_import(self, dataset: Any, **kwargs: Any) -> None:

@@ -127,18 +127,20 @@ def test_a_file_with_bad_rows_is_refused_row_by_row_and_nothing_is_applied(
         ["I00004", "First of two", "capsule", "1"],
         ["I00004", "Second of two", "capsule", "1"],
         ["I00006", "A good new item", "vial", "1"],
+        ["I00007", "Active or not?", "vial", "maybe"],
     ]
     previewed = preview(admin_client, "item", file_of(rows, CSV))
 
     result = previewed.context["result"]
     assert "confirm_form" not in previewed.context
     refused = {row.number: row.field_specific_errors for row in result.invalid_rows}
-    assert set(refused) == {2, 3, 5}
+    assert set(refused) == {2, 3, 5, 7}
     assert refused[2]["code"] == ["This field cannot be blank."]
     assert "Unknown unit tabs" in refused[3]["unit"][0]
     assert refused[5]["code"] == [
         "Code I00004 is on row 4 already: each code may appear once in a file."
     ]
+    assert refused[7]["active"] == ["maybe is not 1 or 0: give 1 (yes) or 0 (no)."]
     page = previewed.content.decode()
     assert "Unknown unit tabs" in page
     assert "is on row 4 already" in page
