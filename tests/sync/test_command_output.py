@@ -29,7 +29,7 @@ from sync.run import RUN_LOCK
 from sync.selectors import preferences_get
 from sync.services import COMMAND_USERNAME
 from tests.factories import StoreFactory, UserFactory
-from tests.servers import ROOT, Site
+from tests.servers import ROOT, Cluster, Site
 from tests.sync.test_change_author import unlock
 
 SECRET = "a-sync-password-9"
@@ -324,3 +324,24 @@ def test_verbosity_0_turns_the_progress_bar_off_too() -> None:
     lines = progress_reporter(io.StringIO(), verbosity=1)
     assert isinstance(lines, ProgressReporter)
     assert not lines.bar
+
+
+@pytest.mark.servers
+def test_sync_now_initialisation_shows_a_bar_in_a_terminal(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A first sync of a few thousand records, 500 a page: one bar, then the summary."""
+    cluster = Cluster(
+        tmp_path_factory.mktemp("init-bar"), satellites=1, env={"SYNC_BATCH_SIZE": "500"}
+    )
+    try:
+        cluster.provision(items=3000, names=200)
+        code, screen = in_pty(cluster.satellites[0], "sync_now")
+        assert code == EXIT_SUCCESS, screen
+        assert "Initialising: 100%|" in screen
+        assert "records/s]" in screen
+        assert "\r" in screen
+        assert "Initialising: 500 of" not in screen  # the bar replaces the per-page lines
+        assert "Success: pushed 0 records" in screen
+    finally:
+        cluster.destroy()
