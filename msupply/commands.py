@@ -28,6 +28,7 @@ class OperatorCommand(BaseCommand):
     """
 
     verbosity = 1
+    _reporter: Progress | None = None
 
     def execute(self, *args: Any, **options: Any) -> Any:
         self.verbosity = int(options.get("verbosity", 1))
@@ -35,7 +36,12 @@ class OperatorCommand(BaseCommand):
 
     def say(self, message: str) -> None:
         """Write a confirmation or note on stdout, unless -v 0."""
-        if self.verbosity >= 1:
+        if self.verbosity < 1:
+            return
+        if isinstance(self._reporter, ProgressReporter):
+            # Above the bar under way, which a plain write would break in two.
+            self._reporter(message)
+        else:
             self.stdout.write(message)
 
     def note(self, message: str) -> None:
@@ -50,8 +56,10 @@ class OperatorCommand(BaseCommand):
         # redraws its line with carriage returns.
         stream = cast(TextIO, self.stdout._out)
         reporter = progress_reporter(stream, verbosity=0 if quiet else self.verbosity)
+        self._reporter = reporter
         try:
             yield reporter
         finally:
+            self._reporter = None
             if isinstance(reporter, ProgressReporter):
                 reporter.close()

@@ -6,15 +6,29 @@ from tqdm import tqdm
 
 
 class Progress(Protocol):
-    """A progress sink: a message, and for counted work how much of how much is done."""
+    """A progress sink: a message, and for counted work how much of how much is done (of what
+    `unit`, under what `label`)."""
 
     def __call__(
-        self, message: str, /, *, done: int | None = None, total: int | None = None, label: str = ""
+        self,
+        message: str,
+        /,
+        *,
+        done: int | None = None,
+        total: int | None = None,
+        label: str = "",
+        unit: str = "records",
     ) -> None: ...
 
 
 def progress_quiet(
-    message: str, /, *, done: int | None = None, total: int | None = None, label: str = ""
+    message: str,
+    /,
+    *,
+    done: int | None = None,
+    total: int | None = None,
+    label: str = "",
+    unit: str = "records",
 ) -> None:
     """The sink of work that nobody watches (a Celery task, --json, -v 0)."""
 
@@ -33,7 +47,14 @@ class ProgressReporter:
         self._label = ""
 
     def __call__(
-        self, message: str, /, *, done: int | None = None, total: int | None = None, label: str = ""
+        self,
+        message: str,
+        /,
+        *,
+        done: int | None = None,
+        total: int | None = None,
+        label: str = "",
+        unit: str = "records",
     ) -> None:
         if not self.bar or done is None:
             if self._bar is not None:
@@ -49,7 +70,7 @@ class ProgressReporter:
                 desc=label,
                 total=total,
                 initial=done,
-                unit=" records",
+                unit=f" {unit}",
                 file=self.stream,
                 dynamic_ncols=True,
                 mininterval=0.2,

@@ -302,6 +302,9 @@ def test_seed_demo_shows_a_bar_in_a_terminal_and_plain_lines_in_a_pipe(site: Sit
     assert "Transactions: 100%|" in screen
     assert "36/36 [" in screen
     assert "records/s]" in screen
+    assert "transactions/s]" in screen
+    # A message said while a bar is under way goes above it, on a line of its own.
+    assert "\nCreated 36 transactions in store" in screen.replace("\r", "\n")
     assert "\r" in screen
     assert "Master data: 1000 of" not in screen
 

@@ -121,6 +121,7 @@ class Command(OperatorCommand):
                 done=created,
                 total=missing,
                 label=_("Transactions"),
+                unit=_("transactions"),
             )
         self.say(
             _("Created %(count)d transactions in store %(store)s.")
