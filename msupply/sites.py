@@ -81,6 +81,14 @@ class Site:
         # Every process of one site signs with the same key; no site shares it.
         self.secret_key = secrets.token_urlsafe(50)
 
+    def cookie_names(self) -> dict[str, str]:
+        """Session and CSRF cookies named for this site: every site here is on 127.0.0.1, and a
+        browser would otherwise give each the others' cookies."""
+        return {
+            "SESSION_COOKIE_NAME": f"msupply_{self.name}_sessionid",
+            "CSRF_COOKIE_NAME": f"msupply_{self.name}_csrftoken",
+        }
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
@@ -102,6 +110,7 @@ class Site:
             DJANGO_SETTINGS_MODULE="msupply.settings",
             PYTHONUNBUFFERED="1",
             SECRET_KEY=self.secret_key,
+            **self.cookie_names(),
             SECURE_SSL_REDIRECT="false",
             SESSION_COOKIE_SECURE="false",
             CSRF_COOKIE_SECURE="false",

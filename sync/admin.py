@@ -103,8 +103,22 @@ class UnlockedPreferencesForm(forms.ModelForm):
         return data
 
 
+class HistoryFromServices(admin.ModelAdmin):
+    """Saves go into the History from the service (sync.services), as the commands' do; the
+    admin's own entry for a saved form would be a second one."""
+
+    def log_addition(self, request: HttpRequest, obj: Any, message: Any) -> Any:
+        return None
+
+    def log_change(self, request: HttpRequest, obj: Any, message: Any) -> Any:
+        # A list is the saved form's message (construct_change_message); text is this admin's.
+        if isinstance(message, list):
+            return None
+        return super().log_change(request, obj, message)
+
+
 @admin.register(SyncPreferences)
-class SyncPreferencesAdmin(admin.ModelAdmin):
+class SyncPreferencesAdmin(HistoryFromServices):
     """One page for the singleton; locked fields need the authorisation code to change."""
 
     change_form_template = "admin/sync/syncpreferences/change_form.html"
@@ -167,6 +181,7 @@ class SyncPreferencesAdmin(admin.ModelAdmin):
             password=data.get("new_password") or None,
             sync_interval_minutes=data.get("sync_interval_minutes"),
             unlock_code=data.get("new_unlock_code") or None,
+            by=request.user,
         )
 
     def changelist_view(
@@ -297,7 +312,7 @@ STALENESS_TITLES = {"warning": "More than a day ago", "error": "More than three 
 
 
 @admin.register(SyncPeer)
-class SyncPeerAdmin(admin.ModelAdmin):
+class SyncPeerAdmin(HistoryFromServices):
     """The Sync with list; servers are added or removed only while the preferences are unlocked.
 
     Each row shows how syncing with that server goes; on a satellite it also has Sync now and

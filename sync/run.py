@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,7 +16,9 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
+from msupply.progress import Progress, progress_quiet
 from stores.transfers import inbounds_make
 
 from .changes import ChangePage, Cursor, changes_page, changes_since, range_digest
@@ -45,9 +47,6 @@ from .snapshot import FIRST, SnapshotPosition, snapshot_progress
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[str], None]
-
-
 RUN_LOCK = "sync_run"
 # A failed push ends the run here only when the master cannot be reached at all; otherwise the
 # pull still runs, so master data keeps arriving while a store record is in trouble.
@@ -59,10 +58,6 @@ class SyncAlreadyRunning(Exception):
 
     def __init__(self) -> None:
         super().__init__("A sync is already running: this one was not started.")
-
-
-def _quiet(message: str) -> None:
-    """Default progress sink: runs from Celery have nobody to tell."""
 
 
 @dataclass
@@ -85,7 +80,7 @@ def sync_run(
     *,
     trigger: str = SyncTrigger.COMMAND,
     request_id: str = "",
-    progress: Progress = _quiet,
+    progress: Progress = progress_quiet,
     protocol_version: int = PROTOCOL_VERSION,
 ) -> SyncLog:
     """Run one sync with the master and return its log row (result success or failure).
@@ -439,7 +434,12 @@ def _push_batches(run: Run, client: MasterClient, state: PeerState, master: Push
             state.save(update_fields=["push_txid", "push_seq"])
             log.records_pushed += len(page.changeset)
             log.save(update_fields=["records_pushed"])
-            run.progress(f"Pushed {log.records_pushed} records, {page.remaining} changes to go.")
+            run.progress(
+                f"Pushed {log.records_pushed} records, {page.remaining} changes to go.",
+                done=log.records_pushed,
+                total=log.records_pushed + page.remaining,
+                label=gettext("Pushing"),
+            )
             page = following
     finally:
         sender.shutdown(wait=False, cancel_futures=True)
@@ -532,7 +532,12 @@ def _pull_pages(run: Run, client: MasterClient, state: PeerState) -> None:
                 state.save(update_fields=["pull_txid", "pull_seq", "initialised"])
             log.records_pulled += len(changeset)
             log.save(update_fields=["records_pulled"])
-            run.progress(f"Pulled {log.records_pulled} records, {remaining} to go.")
+            run.progress(
+                f"Pulled {log.records_pulled} records, {remaining} to go.",
+                done=log.records_pulled,
+                total=log.records_pulled + remaining,
+                label=gettext("Pulling"),
+            )
             if remaining == 0:
                 return
     finally:
@@ -592,7 +597,10 @@ def _snapshot_pages(run: Run, client: MasterClient, state: PeerState) -> None:
                     total=state.snapshot_total,
                     done_here=state.snapshot_done - done_before,
                     seconds=time.monotonic() - clock,
-                )
+                ),
+                done=state.snapshot_done,
+                total=state.snapshot_total,
+                label=gettext("Initialising"),
             )
             if got.next is None:
                 return

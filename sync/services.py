@@ -2,16 +2,23 @@
 
 import enum
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
+from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, transaction
+from django.db.models import Model
 from django.utils import timezone
+from django.utils.text import capfirst
+from django.utils.translation import gettext_noop
 
-from msupply.acting_user import Actor
+from msupply.acting_user import Actor, user_name
 
 from . import keys
 from .models import (
@@ -36,6 +43,60 @@ ROLE_CHANGE_REENTER_HINT = (
 )
 
 
+# The user the History names for a command run without --user: LogEntry needs a user, and a
+# provisioning script often runs before any account exists. Inactive, with no usable password,
+# so nobody can log in as it.
+COMMAND_USERNAME = "manage.py"
+
+
+def command_user_get(*, username: str | None) -> AbstractBaseUser:
+    """The user a command's changes are recorded for: `username`, or the `manage.py` user.
+
+    Raises ObjectDoesNotExist when `username` names no user of this server.
+    """
+    users = get_user_model()._default_manager
+    if username:
+        return users.get(**{get_user_model().USERNAME_FIELD: username})
+    user, created = users.get_or_create(
+        **{get_user_model().USERNAME_FIELD: COMMAND_USERNAME}, defaults={"is_active": False}
+    )
+    if created:
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+    return user
+
+
+def _author(by: Actor) -> Actor:
+    """Who a record's "Last changed by" names: the manage.py user is no one in particular."""
+    return None if user_name(by) == COMMAND_USERNAME else by
+
+
+def history_log(
+    *, user: Actor, obj: Model, action: int, fields: Sequence[str] = ()
+) -> LogEntry | None:
+    """Write `obj`'s admin History entry as `user` did it, in the admin's own message shape
+    (the changed fields' labels, never their values); nothing without a user."""
+    if user is None or not user.is_authenticated:
+        return None
+    message: list[dict[str, object]] = []
+    if action == ADDITION:
+        message = [{"added": {}}]
+    elif action == CHANGE and fields:
+        message = [{"changed": {"fields": list(fields)}}]
+    entries = LogEntry.objects.log_actions(
+        user_id=user.pk,
+        queryset=[obj],
+        action_flag=action,
+        change_message=message or "",
+        single_object=True,
+    )
+    return entries if isinstance(entries, LogEntry) else None
+
+
+def _label(model: type[Model], field: str) -> str:
+    return str(capfirst(getattr(model._meta.get_field(field), "verbose_name", field)))
+
+
 def satellite_needs_password(*, preferences: SyncPreferences, sync_id: int) -> bool:
     """Whether saving `sync_id` needs the password entered again, to enrol with the master.
 
@@ -58,12 +119,16 @@ def preferences_update(
     sync_interval_minutes: int | None = None,
     unlock_code: str | None = None,
     key: str | None = None,
+    by: Actor = None,
 ) -> SyncPreferences:
     """Set the given preferences after the same validation the admin applies.
 
-    `key` is a satellite's key issued by hand on the master (`sync_key issue`).
+    `key` is a satellite's key issued by hand on the master (`sync_key issue`). The change goes
+    into the admin History as done by `by` (nothing is written without a user).
     """
     preferences = SyncPreferences.objects.select_for_update().get(pk=preferences_get().pk)
+    plain = ["sync_id", "username", "sync_interval_minutes"]
+    before = {name: getattr(preferences, name) for name in plain}
     needs_password = satellite_needs_password(
         preferences=preferences, sync_id=preferences.sync_id if sync_id is None else sync_id
     )
@@ -92,6 +157,21 @@ def preferences_update(
             )
         preferences.sync_key = key
     preferences.save()
+    # Secrets are named, never shown; the History translates these labels where it shows them.
+    secrets = {
+        gettext_noop("Password"): password,
+        gettext_noop("Authorisation code"): unlock_code,
+        gettext_noop("Key"): key,
+    }
+    history_log(
+        user=by,
+        obj=preferences,
+        action=CHANGE,
+        fields=[
+            *(_label(SyncPreferences, n) for n in plain if getattr(preferences, n) != before[n]),
+            *(label for label, value in secrets.items() if value is not None),
+        ],
+    )
     if username is not None or password is not None or key is not None:
         # A run token the master issued for the old credentials must not outlive them: the next
         # run logs in with the credentials just set, so a wrong password shows at once.
@@ -155,17 +235,30 @@ def _periodic_task_keep(*, name: str, task_name: str, seconds: int, enabled: boo
 @transaction.atomic
 def peer_save(*, peer: SyncPeer, by: Actor = None) -> SyncPeer:
     """Add or change a server in the Sync with list after checking it against this site's role;
-    `by` is the user who does it (None for a command)."""
+    `by` is the user who does it, named in the admin History (None: no user, no History)."""
     peer.full_clean()
-    peer.changed(by=by)
+    adding = peer._state.adding
+    before = None if adding else SyncPeer.objects.filter(pk=peer.pk).first()
+    peer.changed(by=_author(by))
     peer.save()
+    changed = [
+        str(capfirst(field.verbose_name))
+        for field in SyncPeer._meta.concrete_fields
+        if field.editable
+        and before is not None
+        and getattr(before, field.attname) != getattr(peer, field.attname)
+    ]
+    history_log(user=by, obj=peer, action=ADDITION if adding else CHANGE, fields=changed)
     return peer
 
 
 @transaction.atomic
-def peer_delete(*, sync_id: int) -> None:
-    """Remove a server from the Sync with list; raises SyncPeer.DoesNotExist if it is not there."""
-    SyncPeer.objects.get(sync_id=sync_id).delete()
+def peer_delete(*, sync_id: int, by: Actor = None) -> None:
+    """Remove a server from the Sync with list, in the History as done by `by`; raises
+    SyncPeer.DoesNotExist if it is not there."""
+    peer = SyncPeer.objects.get(sync_id=sync_id)
+    history_log(user=by, obj=peer, action=DELETION)
+    peer.delete()
 
 
 class UnlockOutcome(enum.Enum):

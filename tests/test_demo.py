@@ -14,10 +14,11 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import closing, suppress
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.servers import ROOT, free_port
+from tests.servers import ROOT, Cluster, free_port
 
 pytestmark = pytest.mark.servers
 
@@ -216,3 +217,54 @@ def test_demo_syncs_both_satellites_on_schedule_and_stops_every_process_on_ctrl_
         time.sleep(0.2)
     assert processes_of(workdir) == []
     demo.wait_for_line("Stopped.", 5)
+
+
+@pytest.mark.browser
+def test_two_sites_on_one_host_keep_their_own_cookies_in_one_browser(
+    browser: Any, tmp_path: Path
+) -> None:
+    """Logging into a satellite in another tab leaves the master's session and CSRF intact."""
+    from playwright.sync_api import expect
+
+    cluster = Cluster(tmp_path, satellites=1)
+    try:
+        cluster.provision(items=5, names=5)
+        satellite = cluster.satellites[0]
+        satellite.start()
+        for site in cluster.sites:
+            site.manage(
+                "createsuperuser", "--noinput", "--username", "admin", "--email", "a@example.org",
+                env={"DJANGO_SUPERUSER_PASSWORD": "admin"},
+            )  # fmt: skip
+        context = browser.new_context()
+        context.set_default_timeout(15_000)
+        master_tab, satellite_tab = context.new_page(), context.new_page()
+        preferences = f"{cluster.master.url}admin/sync/syncpreferences/"
+        for tab, site, landing in (
+            (master_tab, cluster.master, preferences),
+            (satellite_tab, satellite, f"{satellite.url}admin/"),
+        ):
+            tab.goto(f"{site.url}admin/login/?next={landing.removeprefix(site.url[:-1])}")
+            tab.fill("#id_username", "admin")
+            tab.fill("#id_password", "admin")
+            tab.click("input[type=submit]")
+            expect(tab).to_have_url(landing)
+        # The master's form was loaded before the satellite's login set its cookies.
+        master_tab.fill("#id_sync_interval_minutes", "7")
+        master_tab.click("input[name=_save]")
+        expect(master_tab.locator(".messagelist")).to_contain_text(
+            "The synchronisation preferences were saved."
+        )
+        names = {cookie["name"] for cookie in context.cookies()}
+        assert {
+            "msupply_master_sessionid",
+            "msupply_master_csrftoken",
+            "msupply_satellite2_sessionid",
+            "msupply_satellite2_csrftoken",
+        } <= names
+        assert not {"sessionid", "csrftoken"} & names
+        shown = " ".join(cluster.master.manage("sync_config").stdout.split())
+        assert "Sync time interval: 7 minutes" in shown
+        context.close()
+    finally:
+        cluster.destroy()

@@ -8,6 +8,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from msupply.commands import EXIT_FAILURE, EXIT_USAGE
 from stores.models import Item, Name, Store
 from sync.models import PeerState, SyncPeer
 from sync.selectors import preferences_get
@@ -137,14 +138,19 @@ def test_seed_demo_is_refused_on_a_satellite(satellite: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "args",
+    ("args", "code"),
     [
-        ["sync_config", "--sync-id", "99"],
-        ["sync_peer", "remove", "--sync-id", "9"],
-        ["sync_peer", "frobnicate"],
+        # Refused by the command (Django's CommandError): 1.
+        (["sync_config", "--sync-id", "99"], EXIT_FAILURE),
+        (["sync_peer", "remove", "--sync-id", "9"], EXIT_FAILURE),
+        # Refused by argparse, as every Django command's usage errors: 2.
+        (["sync_peer", "frobnicate"], EXIT_USAGE),
+        (["sync_config", "--interval", "often"], EXIT_USAGE),
     ],
 )
-def test_commands_exit_non_zero_with_a_message_on_bad_input(args: list[str], tmp_path) -> None:
+def test_commands_exit_non_zero_with_a_message_on_bad_input(
+    args: list[str], code: int, tmp_path
+) -> None:
     # A real process: operators' scripts read the exit code, not an exception.
     env = {
         "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
@@ -157,8 +163,9 @@ def test_commands_exit_non_zero_with_a_message_on_bad_input(args: list[str], tmp
     result = subprocess.run(
         [sys.executable, "manage.py", *args], env=env, capture_output=True, text=True, timeout=60
     )
-    assert result.returncode != 0
+    assert result.returncode == code
     assert result.stderr.strip()
+    assert result.stdout == ""
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from django_celery_beat.models import PeriodicTask
 from pytest_django.fixtures import Settings
 from rest_framework.test import APIClient
 
+from msupply.progress import progress_quiet
 from stores.models import Item, Transaction
 from sync.changes import Cursor, changes_last
 from sync.client import PulledPage
@@ -343,7 +344,10 @@ class ExpiredMaster:
 def test_a_satellite_told_to_reinitialise_pulls_again_from_the_start(satellite: int) -> None:
     master = SyncPeer.objects.create(sync_id=1, name="master", store_code="S001", url="http://a/")
     state = PeerState.objects.create(peer=master, pull_txid=0, pull_seq=7, initialised=True)
-    run = Run(log=SyncLog.objects.create(peer_sync_id=1, started_at=timezone.now()), progress=print)
+    run = Run(
+        log=SyncLog.objects.create(peer_sync_id=1, started_at=timezone.now()),
+        progress=progress_quiet,
+    )
     client = ExpiredMaster()
 
     run_pull(run, client, state)  # type: ignore[arg-type]
@@ -357,7 +361,10 @@ def test_a_satellite_with_unpushed_changes_does_not_reinitialise_over_them(satel
     master = SyncPeer.objects.create(sync_id=1, name="master", store_code="S001", url="http://a/")
     state = PeerState.objects.create(peer=master, pull_txid=0, pull_seq=7, initialised=True)
     TransactionFactory()
-    run = Run(log=SyncLog.objects.create(peer_sync_id=1, started_at=timezone.now()), progress=print)
+    run = Run(
+        log=SyncLog.objects.create(peer_sync_id=1, started_at=timezone.now()),
+        progress=progress_quiet,
+    )
     client = ExpiredMaster()
 
     with pytest.raises(SyncError, match="must push first"):

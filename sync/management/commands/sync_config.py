@@ -5,15 +5,21 @@ from argparse import ArgumentParser
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
+from django.utils.translation import gettext as _
 
+from msupply.commands import OperatorCommand
 from sync import services
-from sync.management.output import validation_message
+from sync.management.output import add_user_argument, command_user, validation_message
 from sync.selectors import preferences_get
 
 
-class Command(BaseCommand):
-    help = "Print the synchronisation preferences (password masked), or set the ones given."
+class Command(OperatorCommand):
+    help = (
+        "Print the synchronisation preferences (password masked), or set the ones given; each "
+        "change goes into the admin History as done by --user (default: the inactive user "
+        "manage.py). -v 0 prints nothing after a change."
+    )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--sync-id", type=int, help="1 for the master, 2-64 for a satellite.")
@@ -33,13 +39,14 @@ class Command(BaseCommand):
             help="On a satellite: read the key that the master's `sync_key issue` printed from "
             "stdin (after the password and code, one per line).",
         )
+        add_user_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         secrets = self._read_secrets(
             {name: options[f"{name}_stdin"] for name in ("password", "unlock_code", "key")}
         )
         if options["interval"] is not None and options["interval"] < 0:
-            raise CommandError("--interval must be 0 (paused) or a number of minutes.")
+            raise CommandError(_("--interval must be 0 (paused) or a number of minutes."))
         changes = {
             "sync_id": options["sync_id"],
             "username": options["username"],
@@ -48,9 +55,12 @@ class Command(BaseCommand):
         }
         if any(value is not None for value in changes.values()):
             try:
-                services.preferences_update(**changes)
+                services.preferences_update(**changes, by=command_user(options))
             except ValidationError as error:
                 raise CommandError(validation_message(error)) from error
+            if self.verbosity >= 1:
+                self._print(preferences_get())
+            return
         self._print(preferences_get())
 
     def _read_secrets(self, flags: dict[str, bool]) -> dict[str, str]:
@@ -60,25 +70,28 @@ class Command(BaseCommand):
         lines = sys.stdin.read().splitlines()
         if len(lines) < len(wanted) or any(not line for line in lines[: len(wanted)]):
             raise CommandError(
-                f"Expected {' and '.join(wanted)} on standard input, one per line, not empty."
+                _("Expected %(names)s on standard input, one per line, not empty.")
+                % {"names": " and ".join(wanted)}
             )
         return dict(zip(wanted, lines, strict=False))
 
     def _print(self, preferences: Any) -> None:
-        role = "master" if preferences.is_master else "satellite"
-        self.stdout.write(f"Sync ID:            {preferences.sync_id} ({role})")
-        self.stdout.write(f"User name:          {preferences.username or '(not set)'}")
-        self.stdout.write(
-            f"Password:           {'********' if preferences.password_hash else '(not set)'}"
-        )
+        role = _("master") if preferences.is_master else _("satellite")
+        unset = _("(not set)")
+        rows = [
+            (_("Sync ID"), f"{preferences.sync_id} ({role})"),
+            (_("User name"), preferences.username or unset),
+            (_("Password"), "********" if preferences.password_hash else unset),
+        ]
         if not preferences.is_master:
-            self.stdout.write(
-                f"Key:                {'held' if preferences.sync_key else '(none: not enrolled)'}"
+            rows.append(
+                (_("Key"), _("held") if preferences.sync_key else _("(none: not enrolled)"))
             )
-        self.stdout.write(
-            f"Sync time interval: {preferences.sync_interval_minutes} minutes"
-            + (" (paused)" if preferences.sync_interval_minutes == 0 else "")
-        )
-        self.stdout.write(
-            f"Authorisation code: {'set' if preferences.unlock_code_hash else '(not set)'}"
-        )
+        interval = _("%(minutes)d minutes") % {"minutes": preferences.sync_interval_minutes}
+        if preferences.sync_interval_minutes == 0:
+            interval += " " + _("(paused)")
+        rows.append((_("Sync time interval"), interval))
+        rows.append((_("Authorisation code"), _("set") if preferences.unlock_code_hash else unset))
+        width = max(len(label) for label, _value in rows) + 2
+        for label, value in rows:
+            self.stdout.write(f"{label + ':':<{width}}{value}")

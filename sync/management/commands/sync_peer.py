@@ -4,18 +4,22 @@ from argparse import ArgumentParser
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
+from django.utils.translation import gettext as _
 
+from msupply.commands import OperatorCommand
 from sync import services
-from sync.management.output import validation_message
+from sync.management.output import add_user_argument, command_user, validation_message
 from sync.models import SyncPeer
 from sync.selectors import peers_list
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = (
         "Manage the Sync with list: list; add --sync-id --name --store --url; update --sync-id "
-        "with any of --name --store --url (keeps the sync state); remove --sync-id."
+        "with any of --name --store --url (keeps the sync state); remove --sync-id. Changes go "
+        "into the admin History as done by --user (default: the inactive user manage.py); "
+        "-v 0 prints nothing after a change."
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
@@ -29,23 +33,29 @@ class Command(BaseCommand):
             type=int,
             help="On the master: the satellite's Sync time interval in minutes (alerts use it).",
         )
+        add_user_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["action"] == "add":
+        action = options["action"]
+        if action == "add":
             self._add(options)
-        elif options["action"] == "update":
+        elif action == "update":
             self._update(options)
-        elif options["action"] == "remove":
+        elif action == "remove":
             self._remove(options)
-        for peer in peers_list():
-            self.stdout.write(f"{peer.sync_id}\t{peer.name}\t{peer.store_code}\t{peer.url}")
+        if action == "list" or self.verbosity >= 1:
+            for peer in peers_list():
+                self.stdout.write(f"{peer.sync_id}\t{peer.name}\t{peer.store_code}\t{peer.url}")
 
     def _add(self, options: dict[str, Any]) -> None:
         missing = [
             f"--{flag}" for flag in ("sync_id", "name", "store", "url") if options[flag] is None
         ]
         if missing:
-            raise CommandError(f"sync_peer add needs {', '.join(missing).replace('_', '-')}.")
+            raise CommandError(
+                _("sync_peer add needs %(options)s.")
+                % {"options": ", ".join(missing).replace("_", "-")}
+            )
         peer = SyncPeer(
             sync_id=options["sync_id"],
             name=options["name"],
@@ -53,10 +63,7 @@ class Command(BaseCommand):
             url=options["url"],
             sync_interval_minutes=options["interval"],
         )
-        try:
-            services.peer_save(peer=peer)
-        except ValidationError as error:
-            raise CommandError(validation_message(error)) from error
+        self._save(peer, options)
 
     def _update(self, options: dict[str, Any]) -> None:
         # Changing a server in place keeps its cursors; removing and adding it would start over.
@@ -70,20 +77,25 @@ class Command(BaseCommand):
         for flag, field in fields.items():
             if options[flag] is not None:
                 setattr(peer, field, options[flag])
+        self._save(peer, options)
+
+    def _save(self, peer: SyncPeer, options: dict[str, Any]) -> None:
         try:
-            services.peer_save(peer=peer)
+            services.peer_save(peer=peer, by=command_user(options))
         except ValidationError as error:
             raise CommandError(validation_message(error)) from error
 
     def _peer(self, options: dict[str, Any], action: str) -> SyncPeer:
         if options["sync_id"] is None:
-            raise CommandError(f"sync_peer {action} needs --sync-id.")
+            raise CommandError(_("sync_peer %(action)s needs --sync-id.") % {"action": action})
         peer = SyncPeer.objects.filter(sync_id=options["sync_id"]).first()
         if peer is None:
             raise CommandError(
-                f"No server with Sync ID {options['sync_id']} is in the Sync with list."
+                _("No server with Sync ID %(sync_id)d is in the Sync with list.")
+                % {"sync_id": options["sync_id"]}
             )
         return peer
 
     def _remove(self, options: dict[str, Any]) -> None:
-        services.peer_delete(sync_id=self._peer(options, "remove").sync_id)
+        peer = self._peer(options, "remove")
+        services.peer_delete(sync_id=peer.sync_id, by=command_user(options))

@@ -4,12 +4,13 @@ import json
 from argparse import ArgumentParser
 from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.utils.translation import gettext as _
 
+from msupply.commands import OperatorCommand
 from sync.prune import sync_prune
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = (
         "Compact the change log and remove old sync logs, failed logins and applied batch ids "
         "(see the SYNC_*_RETENTION_DAYS settings)."
@@ -23,14 +24,27 @@ class Command(BaseCommand):
         if options["json"]:
             self.stdout.write(json.dumps(report.to_dict()))
             return
-        self.stdout.write(
-            f"Removed {report.changes} change-log rows, {report.sync_logs} sync logs, "
-            f"{report.exchanges} exchange records, {report.sync_requests} Sync now requests, "
-            f"{report.auth_failures} failed logins and {report.applied_batches} applied batch ids."
+        self.say(
+            _(
+                "Removed %(changes)d change-log rows, %(sync_logs)d sync logs, %(exchanges)d "
+                "exchange records, %(sync_requests)d Sync now requests, %(auth_failures)d failed "
+                "logins and %(applied_batches)d applied batch ids."
+            )
+            % {
+                "changes": report.changes,
+                "sync_logs": report.sync_logs,
+                "exchanges": report.exchanges,
+                "sync_requests": report.sync_requests,
+                "auth_failures": report.auth_failures,
+                "applied_batches": report.applied_batches,
+            }
         )
         if report.expired_satellites:
             satellites = ", ".join(str(sync_id) for sync_id in report.expired_satellites)
-            self.stdout.write(
-                f"Satellites silent past SYNC_PEER_RETENTION_DAYS, which must initialise again "
-                f"(their next sync does so by itself): {satellites}."
+            self.say(
+                _(
+                    "Satellites silent past SYNC_PEER_RETENTION_DAYS, which must initialise again "
+                    "(their next sync does so by itself): %(satellites)s."
+                )
+                % {"satellites": satellites}
             )

@@ -8,15 +8,17 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import PermissionDenied
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
+from django.utils.translation import gettext as _
 
+from msupply.commands import OperatorCommand
 from sync import rejects
 from sync.errors import SyncError
 from sync.models import RejectedRecord
 from sync.selectors import preferences_get
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = (
         "Records the master set aside: list [--sync-id N] [--json]; retry [--sync-id N] --user "
         "ADMIN; discard --id ID [--id ID ...] --note TEXT --user ADMIN (records waiting for a "
@@ -35,7 +37,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         if not preferences_get().is_master:
-            raise CommandError("Only the master sets records aside: run this on the master.")
+            raise CommandError(_("Only the master sets records aside: run this on the master."))
         held = RejectedRecord.objects.order_by("sync_id", "received_at")
         if options["sync_id"] is not None:
             held = held.filter(sync_id=options["sync_id"])
@@ -53,10 +55,12 @@ class Command(BaseCommand):
 
     def _user(self, options: dict[str, Any]) -> AbstractUser:
         if not options["user"]:
-            raise CommandError(f"{options['action']} needs --user.")
+            raise CommandError(_("%(action)s needs --user.") % {"action": options["action"]})
         user = get_user_model().objects.filter(username=options["user"]).first()
         if user is None:
-            raise CommandError(f"No user {options['user']!r} exists on this server.")
+            raise CommandError(
+                _("No user %(name)r exists on this server.") % {"name": options["user"]}
+            )
         return user
 
     def _list(self, held: Any, as_json: bool) -> None:
@@ -81,7 +85,7 @@ class Command(BaseCommand):
             )
             return
         if not records:
-            self.stdout.write("No records are set aside.")
+            self.say(_("No records are set aside."))
         for record in records:
             self.stdout.write(
                 f"{record.sync_id}\t{record.table_name}\t{record.record_id}\t"
@@ -96,19 +100,24 @@ class Command(BaseCommand):
         if as_json:
             self.stdout.write(json.dumps({"applied": applied, "still_aside": still}))
             return
-        self.stdout.write(f"{applied} records applied, {still} still set aside.")
+        self.say(
+            _("%(applied)d records applied, %(still)d still set aside.")
+            % {"applied": applied, "still": still}
+        )
 
     def _discard(self, held: Any, user: AbstractUser, options: dict[str, Any]) -> None:
         if not options["id"]:
-            raise CommandError("discard needs --id for each record to discard.")
+            raise CommandError(_("discard needs --id for each record to discard."))
         try:
             wanted = {str(uuid.UUID(value)) for value in options["id"]}
         except ValueError:
-            raise CommandError("--id takes a record id as listed (a UUID).") from None
+            raise CommandError(_("--id takes a record id as listed (a UUID).")) from None
         chosen = list(held.filter(record_id__in=wanted))
         missing = wanted - {str(record.record_id) for record in chosen}
         if missing:
-            raise CommandError(f"No set-aside record has id {', '.join(sorted(missing))}.")
+            raise CommandError(
+                _("No set-aside record has id %(ids)s.") % {"ids": ", ".join(sorted(missing))}
+            )
         try:
             count = rejects.rejected_discard(records=chosen, user=user, note=options["note"])
         except ValueError as error:
@@ -116,4 +125,4 @@ class Command(BaseCommand):
         if options["json"]:
             self.stdout.write(json.dumps({"discarded": count}))
             return
-        self.stdout.write(f"Discarded {count} records, with the note.")
+        self.say(_("Discarded %(count)d records, with the note.") % {"count": count})
