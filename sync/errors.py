@@ -5,7 +5,7 @@ same `SyncError` for what it meets itself (a link down, a wrong URL) and for wha
 answered, and its sync log, the admin, the commands and the OpenAPI schema all read these codes.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import models
 from django.utils import translation
@@ -15,8 +15,11 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework import status
 from rest_framework.exceptions import APIException
 
-# A translatable text, translated when shown (gettext_lazy).
-StrOrPromise = str | Promise
+# A translatable text, translated when shown (gettext_lazy); django-stubs names it for mypy.
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
+else:
+    StrOrPromise = str | Promise
 
 
 class ErrorCode(models.TextChoices):
