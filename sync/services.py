@@ -10,6 +10,7 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from msupply.acting_user import Actor
 
@@ -30,7 +31,7 @@ from .selectors import preferences_get
 
 logger = logging.getLogger(__name__)
 
-ROLE_CHANGE_REENTER_HINT = (
+ROLE_CHANGE_REENTER_HINT = _(
     "A satellite enrols with the master with the shared sync password, and this server does not "
     "keep it: enter the password again."
 )
@@ -88,7 +89,11 @@ def preferences_update(
     if key is not None:
         if preferences.is_master or not keys.KEY_PATTERN.fullmatch(key):
             raise ValidationError(
-                {"key": "A key is installed on a satellite only, exactly as the master printed it."}
+                {
+                    "key": _(
+                        "A key is installed on a satellite only, exactly as the master printed it."
+                    )
+                }
             )
         preferences.sync_key = key
     preferences.save()

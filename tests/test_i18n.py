@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,6 +33,13 @@ LOG_LIST = reverse("admin:sync_synclog_changelist")
 STARTED = datetime(2026, 3, 9, 11, 3, 22, tzinfo=UTC)
 # What makemessages leaves out, as in the README's command.
 NOT_SOURCE = {".venv", "var", "bench", "tests", ".git", "node_modules", "__pycache__"}
+
+
+@pytest.fixture(autouse=True)
+def english_after() -> Iterator[None]:
+    """LocaleMiddleware leaves a French request's language active in this thread: reset it."""
+    yield
+    translation.activate(settings.LANGUAGE_CODE)
 
 
 def _msgid(entry: polib.POEntry) -> str:
