@@ -87,6 +87,10 @@ MIDDLEWARE = [
     # Sync responses are large JSON that compresses well; satellites sit on slow links.
     "django.middleware.gzip.GZipMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # The viewer's language: the chooser's cookie, else the browser's Accept-Language.
+    # After the session (it may hold the language), before CommonMiddleware (it resolves URLs).
+    "django.middleware.locale.LocaleMiddleware",
+    "msupply.middleware.ApiInEnglishMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -162,10 +166,15 @@ AXES_CLIENT_IP_CALLABLE = "msupply.addresses.client_address"
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "admin/lockout.html"
 
-LANGUAGE_CODE = "en-us"
+LANGUAGE_CODE = "en"
 TIME_ZONE = env("TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True
+# Only the languages shipped complete (tests/test_i18n.py checks locale/fr is).
+LANGUAGES = [("en", "English"), ("fr", "Français")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+# One date and time format per language, the zone named (msupply/formats/<lang>/formats.py).
+FORMAT_MODULE_PATH = ["msupply.formats"]
 
 STATIC_URL = "static/"
 STATIC_ROOT = env.path("STATIC_ROOT", default=BASE_DIR / "var" / "static")

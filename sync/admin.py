@@ -24,14 +24,16 @@ from django.utils import timezone
 from django.utils.decorators import method_decorator
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
+from django.utils.translation import gettext, ngettext
+from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_post_parameters
 from import_export.admin import ExportMixin
 
 from stores.admin import last_change_text
 
 from . import keys, rejects, selectors, services
-from .display import duration_text, local_time_text
-from .errors import SyncError
+from .display import duration_text, local_clock_text, local_time_text
+from .errors import StrOrPromise, SyncError, error_text
 from .models import (
     AuthFailure,
     BufferedRecord,
@@ -66,24 +68,24 @@ def preferences_unlocked_until(request: HttpRequest) -> datetime | None:
 
 class UnlockForm(forms.Form):
     code = forms.CharField(
-        label="Authorisation code", strip=False, widget=forms.PasswordInput(render_value=False)
+        label=_("Authorisation code"), strip=False, widget=forms.PasswordInput(render_value=False)
     )
 
 
 class UnlockedPreferencesForm(forms.ModelForm):
     new_password = forms.CharField(
-        label="Password",
+        label=_("Password"),
         required=False,
         strip=False,
         widget=forms.PasswordInput(render_value=False),
-        help_text="Leave blank to keep the current password. It must match on every server.",
+        help_text=_("Leave blank to keep the current password. It must match on every server."),
     )
     new_unlock_code = forms.CharField(
-        label="New authorisation code",
+        label=_("New authorisation code"),
         required=False,
         strip=False,
         widget=forms.PasswordInput(render_value=False),
-        help_text="Leave blank to keep the current code.",
+        help_text=_("Leave blank to keep the current code."),
     )
 
     class Meta:
@@ -159,19 +161,19 @@ class SyncPreferencesAdmin(HistoryFromServices):
         # Read-only fields are left out of the form, so a hand-made POST cannot set them.
         return ["key_held"] + ([] if preferences_unlocked_until(request) else LOCKED_FIELDS)
 
-    @admin.display(description="Key")
+    @admin.display(description=_("Key"))
     def key_held(self, obj: SyncPreferences) -> str:
         if obj.sync_key:
-            return "held: this satellite enrolled with the master, and keeps no password"
-        return "not enrolled: the next sync enrols with the user name and password above"
+            return gettext("held: this satellite enrolled with the master, and keeps no password")
+        return gettext("not enrolled: the next sync enrols with the user name and password above")
 
-    @admin.display(description="Password")
+    @admin.display(description=_("Password"))
     def password_set(self, obj: SyncPreferences) -> str:
-        return "set" if obj.password_hash else "not set"
+        return gettext("set") if obj.password_hash else gettext("not set")
 
-    @admin.display(description="Authorisation code")
+    @admin.display(description=_("Authorisation code"))
     def unlock_code_set(self, obj: SyncPreferences) -> str:
-        return "set" if obj.unlock_code_hash else "not set"
+        return gettext("set") if obj.unlock_code_hash else gettext("not set")
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         data = form.cleaned_data
@@ -210,7 +212,7 @@ class SyncPreferencesAdmin(HistoryFromServices):
         return super().change_view(request, object_id, form_url, context)
 
     def response_change(self, request: HttpRequest, obj: Any) -> HttpResponse:
-        messages.success(request, "The synchronisation preferences were saved.")
+        messages.success(request, gettext("The synchronisation preferences were saved."))
         return HttpResponseRedirect(reverse("admin:sync_syncpreferences_changelist"))
 
     def get_urls(self) -> list[URLPattern]:
@@ -247,8 +249,8 @@ class SyncPreferencesAdmin(HistoryFromServices):
                 self.log_change(request, preferences, "Unlocked the synchronisation preferences.")
                 messages.success(
                     request,
-                    f"The synchronisation preferences are unlocked until "
-                    f"{timezone.localtime(until):%H:%M}.",
+                    gettext("The synchronisation preferences are unlocked until %(time)s.")
+                    % {"time": local_clock_text(until)},
                 )
                 return HttpResponseRedirect(changelist_url)
             if result.outcome is services.UnlockOutcome.LOCKED_OUT:
@@ -263,7 +265,7 @@ class SyncPreferencesAdmin(HistoryFromServices):
             form.add_error("code", _unlock_refusal(result))
         context = {
             **self.admin_site.each_context(request),
-            "title": "Unlock the synchronisation preferences",
+            "title": gettext("Unlock the synchronisation preferences"),
             "form": form,
             "opts": self.opts,
             "original": preferences,
@@ -278,27 +280,30 @@ class SyncPreferencesAdmin(HistoryFromServices):
         if request.method == "POST":
             request.session.pop(UNLOCK_SESSION_KEY, None)
             self.log_change(request, preferences_get(), "Locked the synchronisation preferences.")
-            messages.success(request, "The synchronisation preferences are locked.")
+            messages.success(request, gettext("The synchronisation preferences are locked."))
         return HttpResponseRedirect(reverse("admin:sync_syncpreferences_changelist"))
 
 
 def _unlock_refusal(result: services.UnlockResult) -> str:
     if result.locked_until is not None:
-        return (
-            f"Too many wrong codes. You can try again at "
-            f"{timezone.localtime(result.locked_until):%H:%M}."
-        )
+        return gettext("Too many wrong codes. You can try again at %(time)s.") % {
+            "time": local_clock_text(result.locked_until)
+        }
     left = settings.SYNC_UNLOCK_MAX_FAILURES - result.failures
-    return f"That authorisation code is not right. {left} tries left before a lockout."
+    return ngettext(
+        "That authorisation code is not right. %(left)d try left before a lockout.",
+        "That authorisation code is not right. %(left)d tries left before a lockout.",
+        left,
+    ) % {"left": left}
 
 
 class SatelliteHealthFilter(admin.SimpleListFilter):
     """On the master: satellites OK, stale, failing or never synced (the admin index's card)."""
 
-    title = "health"
+    title = _("health")
     parameter_name = "health"
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, StrOrPromise]]:
         return list(selectors.SATELLITE_HEALTH_LABELS.items())
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
@@ -308,7 +313,10 @@ class SatelliteHealthFilter(admin.SimpleListFilter):
         return queryset.filter(selectors.satellite_health_q(health))
 
 
-STALENESS_TITLES = {"warning": "More than a day ago", "error": "More than three days ago"}
+STALENESS_TITLES = {
+    "warning": _("More than a day ago"),
+    "error": _("More than three days ago"),
+}
 
 
 @admin.register(SyncPeer)
@@ -372,55 +380,71 @@ class SyncPeerAdmin(HistoryFromServices):
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         services.peer_save(peer=obj, by=request.user)
 
-    @admin.display(description="Last changed by", ordering="changed_at")
+    @admin.display(description=_("Last changed by"), ordering="changed_at")
     def last_changed(self, peer: SyncPeer) -> str:
         return last_change_text(peer.changed_by, peer.changed_at)
 
-    @admin.display(description="Last successful sync")
+    @admin.display(description=_("Last successful sync"))
     def last_success(self, peer: SyncPeer) -> str:
         state = getattr(peer, "state", None)
         when = state.last_success_at if state else None
         staleness = selectors.sync_staleness(when)
         if when is None:
-            return format_html('<span class="sync-badge sync-error">{}</span>', "never")
+            return format_html('<span class="sync-badge sync-error">{}</span>', gettext("never"))
         text = local_time_text(when)
         if staleness == "ok":
             return text
+        days = (timezone.now() - when).days
         return format_html(
-            '<span class="sync-badge sync-{}" title="{}">{} ({} days ago)</span>',
+            '<span class="sync-badge sync-{}" title="{}">{} ({})</span>',
             staleness,
             STALENESS_TITLES[staleness],
             text,
-            (timezone.now() - when).days,
+            ngettext("%(days)d day ago", "%(days)d days ago", days) % {"days": days},
         )
 
-    @admin.display(description="Last error")
+    @admin.display(description=_("Last error"))
     def last_error(self, peer: SyncPeer) -> str:
         # On the master, the satellite's exchanges since its last success tell its trouble.
         streak = getattr(peer, "failure_streak", 0)
         if streak:
-            message = getattr(peer, "last_error_message", "")
+            code = getattr(peer, "last_error_code", "") or ""
+            message = error_text(code, getattr(peer, "last_error_message", "") or "")
             return format_html(
                 '<span class="sync-badge sync-error">{}</span> <span title="{}">{}</span>'
-                '<div class="sync-streak">{} failure{} in a row, last {}</div>',
-                getattr(peer, "last_error_code", ""),
+                '<div class="sync-streak">{}</div>',
+                code,
                 message,
                 Truncator(message).chars(ERROR_MESSAGE_CHARS),
-                streak,
-                "" if streak == 1 else "s",
-                self.last_failed(peer),
+                ngettext(
+                    "%(count)d failure in a row, last %(when)s",
+                    "%(count)d failures in a row, last %(when)s",
+                    streak,
+                )
+                % {"count": streak, "when": self.last_failed(peer)},
             )
         state = getattr(peer, "state", None)
-        return state.last_error if state and state.last_error else "-"
+        if not (state and state.last_error):
+            return "-"
+        # The satellite's state keeps the message only; its last failed run has the code.
+        failed = (
+            SyncLog.objects.filter(peer_sync_id=peer.sync_id, result=SyncResult.FAILURE)
+            .exclude(error_code="")
+            .only("error_code", "message")
+            .first()
+        )
+        if failed is not None and failed.message == state.last_error:
+            return error_text(failed.error_code, failed.message)
+        return state.last_error
 
-    @admin.display(description="Last failed")
+    @admin.display(description=_("Last failed"))
     def last_failed(self, peer: SyncPeer) -> str:
         when = getattr(peer, "last_failed_at", None)
         if when is None:
             return "-"
         return local_time_text(when)
 
-    @admin.display(description="Records")
+    @admin.display(description=_("Records"))
     def stages(self, peer: SyncPeer) -> str:
         """The satellite's records: to push, acknowledged, integrated, waiting, rejected."""
         state = getattr(peer, "state", None) if peer.pk else None
@@ -436,31 +460,30 @@ class SyncPeerAdmin(HistoryFromServices):
         rejected = figures["rejected"]
         link = (
             format_html(
-                '<a href="{}?sync_id={}">{} rejected</a>',
+                '<a href="{}?sync_id={}">{}</a>',
                 reverse("admin:sync_rejectedrecord_changelist"),
                 peer.sync_id,
-                rejected,
+                gettext("%(count)s rejected") % {"count": rejected},
             )
             if rejected and preferences_get().is_master
-            else format_html("{} rejected", rejected)
+            else gettext("%(count)s rejected") % {"count": rejected}
         )
         return format_html(
-            '<div class="sync-stages">{} to push<br>{} acknowledged<br>{} integrated<br>'
-            "{} waiting<br>{}</div>"
-            '<div class="sync-pending">{} outgoing changes</div>',
-            figures["to_push"],
-            figures["acknowledged"],
-            figures["integrated"],
-            figures["waiting"],
+            '<div class="sync-stages">{}<br>{}<br>{}<br>{}<br>{}</div>'
+            '<div class="sync-pending">{}</div>',
+            gettext("%(count)s to push") % {"count": figures["to_push"]},
+            gettext("%(count)s acknowledged") % {"count": figures["acknowledged"]},
+            gettext("%(count)s integrated") % {"count": figures["integrated"]},
+            gettext("%(count)s waiting") % {"count": figures["waiting"]},
             link,
-            selectors.pending_changes_for(peer),
+            gettext("%(count)s outgoing changes") % {"count": selectors.pending_changes_for(peer)},
         )
 
     def key_buttons(self, request: HttpRequest) -> Any:
         """On the master, the key buttons for an unlocked user who may manage keys."""
         allowed = self.can_manage_keys(request)
 
-        @admin.display(description="Key")
+        @admin.display(description=_("Key"))
         def buttons(peer: SyncPeer) -> str:
             status = selectors.peer_key_status(peer)
             if not allowed:
@@ -469,13 +492,14 @@ class SyncPeerAdmin(HistoryFromServices):
             return format_html(
                 '<div class="sync-key">{}</div>'
                 '<button type="submit" form="sync-peer-actions" formaction="{}" class="button">'
-                "Reset key</button> "
+                "{}</button> "
                 '<button type="submit" form="sync-peer-actions" formaction="{}" class="button">'
                 "{}</button>",
                 status,
                 reverse("admin:sync_syncpeer_reset_key", args=[peer.pk]),
+                gettext("Reset key"),
                 reverse("admin:sync_syncpeer_enabled", args=[peer.pk]),
-                "Disable" if peer.enabled else "Enable",
+                gettext("Disable") if peer.enabled else gettext("Enable"),
             )
 
         return buttons
@@ -495,14 +519,16 @@ class SyncPeerAdmin(HistoryFromServices):
             # The buttons submit the one CSRF-protected form in change_list.html.
             sync_button = format_html(
                 '<button type="submit" form="sync-peer-actions" formaction="{}" class="button">'
-                "Sync now</button> ",
+                "{}</button> ",
                 reverse("admin:sync_syncpeer_sync_now", args=[peer.pk]),
+                gettext("Sync now"),
             )
             return format_html(
                 '{}<button type="submit" form="sync-peer-actions" formaction="{}" class="button">'
-                "Test connection</button>",
+                "{}</button>",
                 sync_button if sync_now else "",
                 reverse("admin:sync_syncpeer_test_connection", args=[peer.pk]),
+                gettext("Test connection"),
             )
 
         return buttons
@@ -542,7 +568,7 @@ class SyncPeerAdmin(HistoryFromServices):
             raise PermissionDenied
         peer = SyncPeer.objects.filter(pk=peer_id).first()
         if peer is None:
-            raise Http404("No such server in Sync with.")
+            raise Http404(gettext("No such server in Sync with."))
         return peer
 
     def sync_now_view(self, request: HttpRequest, peer_id: int) -> HttpResponse:
@@ -562,8 +588,11 @@ class SyncPeerAdmin(HistoryFromServices):
         except Exception as error:  # noqa: BLE001 - any broker failure reads the same to a user
             messages.error(
                 request,
-                f"The sync could not be queued: the task queue is not answering ({error}). "
-                "Check that Redis and the Celery worker are running.",
+                gettext(
+                    "The sync could not be queued: the task queue is not answering (%(error)s). "
+                    "Check that Redis and the Celery worker are running."
+                )
+                % {"error": error},
             )
             return HttpResponseRedirect(reverse("admin:sync_syncpeer_changelist"))
         self.log_change(request, peer, "Asked for a sync now.")
@@ -577,7 +606,7 @@ class SyncPeerAdmin(HistoryFromServices):
         status = selectors.sync_now_status(request_id=request_id)
         context = {
             **self.admin_site.each_context(request),
-            "title": f"Sync with {peer.name}",
+            "title": gettext("Sync with %(name)s") % {"name": peer.name},
             "opts": self.opts,
             "peer": peer,
             "status": status,
@@ -597,7 +626,11 @@ class SyncPeerAdmin(HistoryFromServices):
         try:
             messages.success(request, connection_test())
         except SyncError as failure:
-            messages.error(request, f"Test connection failed: {failure.message}")
+            messages.error(
+                request,
+                gettext("Test connection failed: %(error)s")
+                % {"error": error_text(failure.code, failure.message)},
+            )
         return HttpResponseRedirect(reverse("admin:sync_syncpeer_changelist"))
 
     def reset_key_view(self, request: HttpRequest, peer_id: int) -> HttpResponse:
@@ -606,10 +639,13 @@ class SyncPeerAdmin(HistoryFromServices):
         keys.peer_key_reset(sync_id=peer.sync_id, user=request.user)  # type: ignore[arg-type]
         messages.success(
             request,
-            f"The key of satellite {peer.sync_id} {peer.name} is reset; the other satellites are "
-            "not affected. Enter the shared sync password on the server that is to be "
-            f"satellite {peer.sync_id}: it enrols at its next sync (a new server: initialise it "
-            "first, see Adding a satellite in the README).",
+            gettext(
+                "The key of satellite %(sync_id)s %(name)s is reset; the other satellites are "
+                "not affected. Enter the shared sync password on the server that is to be "
+                "satellite %(sync_id)s: it enrols at its next sync (a new server: initialise it "
+                "first, see Adding a satellite in the README)."
+            )
+            % {"sync_id": peer.sync_id, "name": peer.name},
         )
         return HttpResponseRedirect(reverse("admin:sync_syncpeer_changelist"))
 
@@ -623,17 +659,26 @@ class SyncPeerAdmin(HistoryFromServices):
         )
         messages.success(
             request,
-            f"Satellite {peer.sync_id} {peer.name} is "
-            + ("enabled." if peer.enabled else "disabled: the master refuses it until enabled."),
+            (
+                gettext("Satellite %(sync_id)s %(name)s is enabled.")
+                if peer.enabled
+                else gettext(
+                    "Satellite %(sync_id)s %(name)s is disabled: the master refuses it until "
+                    "enabled."
+                )
+            )
+            % {"sync_id": peer.sync_id, "name": peer.name},
         )
         return HttpResponseRedirect(reverse("admin:sync_syncpeer_changelist"))
 
     def _key_change_peer(self, request: HttpRequest, peer_id: int) -> SyncPeer:
         if request.method != "POST":
-            raise PermissionDenied("Use the buttons of the Sync with list.")
+            raise PermissionDenied(gettext("Use the buttons of the Sync with list."))
         if not self.can_manage_keys(request):
             raise PermissionDenied(
-                "Unlock the preferences first, as a user allowed to manage satellites' keys."
+                gettext(
+                    "Unlock the preferences first, as a user allowed to manage satellites' keys."
+                )
             )
         return self._peer_or_404(request, peer_id)
 
@@ -671,11 +716,11 @@ class SyncRecordAdmin(ExportMixin, ReadOnlyAdmin):
     class Media:
         css = {"all": ["reports/reports.css", "sync/admin.css"]}
 
-    @admin.display(description="Started", ordering="started_at")
+    @admin.display(description=_("Started"), ordering="started_at")
     def started(self, record: SyncLog | SyncExchange) -> str:
         return local_time_text(record.started_at)
 
-    @admin.display(description="Result", ordering="result")
+    @admin.display(description=_("Result"), ordering="result")
     def coloured_result(self, record: SyncLog | SyncExchange) -> str:
         return format_html(
             '<span class="sync-badge sync-{}">{}</span>',
@@ -683,15 +728,23 @@ class SyncRecordAdmin(ExportMixin, ReadOnlyAdmin):
             record.get_result_display(),
         )
 
-    @admin.display(description="Error")
+    @admin.display(description=_("Error"))
     def error(self, record: SyncLog | SyncExchange) -> str:
         if not record.error_code and not record.message:
             return "-"
+        # The code's label and remedy in the viewer's language, the stored detail after them.
+        text = error_text(record.error_code, record.message)
         return format_html(
             '<span class="sync-error-code">{}</span> <span title="{}">{}</span>',
             record.error_code,
-            record.message,
-            Truncator(record.message).chars(ERROR_MESSAGE_CHARS),
+            text,
+            Truncator(text).chars(ERROR_MESSAGE_CHARS),
+        )
+
+    @admin.display(description=_("Message"))
+    def explained_message(self, record: SyncLog | SyncExchange) -> str:
+        return (
+            error_text(record.error_code, record.message) if record.error_code else record.message
         )
 
 
@@ -723,27 +776,30 @@ class SyncLogAdmin(SyncRecordAdmin):
         "bytes_sent",
         "bytes_received",
         "error_code",
-        "message",
+        "explained_message",
     ]
-    readonly_fields = ["started", "ended", "duration", "coloured_result"]
+    readonly_fields = ["started", "ended", "duration", "coloured_result", "explained_message"]
 
-    @admin.display(description="Peer", ordering="peer_sync_id")
+    @admin.display(description=_("Peer"), ordering="peer_sync_id")
     def peer(self, log: SyncLog) -> int:
         return log.peer_sync_id
 
-    @admin.display(description="Ended")
+    @admin.display(description=_("Ended"))
     def ended(self, log: SyncLog) -> str:
         return local_time_text(log.ended_at) if log.ended_at else "-"
 
-    @admin.display(description="Duration")
+    @admin.display(description=_("Duration"))
     def duration(self, log: SyncLog) -> str:
         if log.ended_at is None:
-            return "running"
+            return gettext("running")
         return duration_text(log.ended_at - log.started_at)
 
-    @admin.display(description="Records")
+    @admin.display(description=_("Records"))
     def records(self, log: SyncLog) -> str:
-        return f"{log.records_pushed} pushed, {log.records_pulled} pulled"
+        return gettext("%(pushed)s pushed, %(pulled)s pulled") % {
+            "pushed": log.records_pushed,
+            "pulled": log.records_pulled,
+        }
 
 
 @admin.register(BufferedRecord)
@@ -779,20 +835,21 @@ class SyncExchangeAdmin(SyncRecordAdmin):
         "bytes_out",
         "address",
         "error_code",
-        "message",
+        "explained_message",
     ]
-    readonly_fields = ["started", "duration", "coloured_result"]
+    readonly_fields = ["started", "duration", "coloured_result", "explained_message"]
 
-    @admin.display(description="Duration", ordering="duration_ms")
+    @admin.display(description=_("Duration"), ordering="duration_ms")
     def duration(self, exchange: SyncExchange) -> str:
         return duration_text(timedelta(milliseconds=exchange.duration_ms))
 
-    @admin.display(description="Data")
+    @admin.display(description=_("Data"))
     def traffic(self, exchange: SyncExchange) -> str:
-        return (
-            f"{exchange.records} records, {filesizeformat(exchange.bytes_in)} in, "
-            f"{filesizeformat(exchange.bytes_out)} out"
-        )
+        return gettext("%(records)s records, %(bytes_in)s in, %(bytes_out)s out") % {
+            "records": exchange.records,
+            "bytes_in": filesizeformat(exchange.bytes_in),
+            "bytes_out": filesizeformat(exchange.bytes_out),
+        }
 
 
 @admin.register(AuthFailure)
@@ -807,10 +864,11 @@ class AuthFailureAdmin(ReadOnlyAdmin):
 
 class DiscardForm(forms.Form):
     note = forms.CharField(
-        label="Note",
+        label=_("Note"),
         widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
-        help_text="Why these records are discarded (for example: a duplicate entered after a "
-        "restore).",
+        help_text=_(
+            "Why these records are discarded (for example: a duplicate entered after a restore)."
+        ),
     )
 
 
@@ -847,19 +905,19 @@ class RejectedRecordAdmin(ReadOnlyAdmin):
     def has_resolve_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("sync.resolve_rejectedrecord")
 
-    @admin.display(description="Record", ordering="table_name")
+    @admin.display(description=_("Record"), ordering="table_name")
     def record(self, record: RejectedRecord) -> str:
         return format_html("{}<br>{}", record.table_name, record.record_id)
 
-    @admin.display(description="Received", ordering="received_at")
+    @admin.display(description=_("Received"), ordering="received_at")
     def received(self, record: RejectedRecord) -> str:
         return local_time_text(record.received_at)
 
-    @admin.display(description="Last retried", ordering="retried_at")
+    @admin.display(description=_("Last retried"), ordering="retried_at")
     def retried(self, record: RejectedRecord) -> str:
         return local_time_text(record.retried_at) if record.retried_at else "-"
 
-    @admin.display(description="Reason")
+    @admin.display(description=_("Reason"))
     def short_reason(self, record: RejectedRecord) -> str:
         return format_html(
             '<span title="{}">{}</span>',
@@ -867,29 +925,39 @@ class RejectedRecordAdmin(ReadOnlyAdmin):
             Truncator(record.reason).chars(ERROR_MESSAGE_CHARS),
         )
 
-    @admin.display(description="Fields")
+    @admin.display(description=_("Fields"))
     def values(self, record: RejectedRecord) -> str:
         return format_html_join("\n", "<div><strong>{}</strong>: {}</div>", record.fields.items())
 
-    @admin.action(description="Retry now", permissions=["resolve"])
+    @admin.action(description=_("Retry now"), permissions=["resolve"])
     def retry_now(self, request: HttpRequest, queryset: QuerySet[RejectedRecord]) -> None:
         sync_ids = set(queryset.values_list("sync_id", flat=True))
         try:
             outcomes = rejects.rejected_retry_by(sync_ids=sync_ids, user=request.user)  # type: ignore[arg-type]
         except SyncError as error:
-            messages.error(request, f"Retry failed: {error.message}")
+            messages.error(
+                request,
+                gettext("Retry failed: %(error)s")
+                % {"error": error_text(error.code, error.message)},
+            )
             return
         applied = sum(outcome.applied for outcome in outcomes.values())
         still = sum(outcome.still_aside for outcome in outcomes.values())
         level = messages.SUCCESS if not still else messages.WARNING
         self.message_user(
             request,
-            f"Retried the rejected records of {len(outcomes)} satellite(s): {applied} applied, "
-            f"{still} still set aside.",
+            ngettext(
+                "Retried the rejected records of %(count)d satellite: %(applied)d applied, "
+                "%(still)d still set aside.",
+                "Retried the rejected records of %(count)d satellites: %(applied)d applied, "
+                "%(still)d still set aside.",
+                len(outcomes),
+            )
+            % {"count": len(outcomes), "applied": applied, "still": still},
             level,
         )
 
-    @admin.action(description="Discard, with a note", permissions=["resolve"])
+    @admin.action(description=_("Discard, with a note"), permissions=["resolve"])
     def discard(
         self, request: HttpRequest, queryset: QuerySet[RejectedRecord]
     ) -> TemplateResponse | None:
@@ -900,7 +968,15 @@ class RejectedRecordAdmin(ReadOnlyAdmin):
                 user=request.user,  # type: ignore[arg-type]
                 note=form.cleaned_data["note"],
             )
-            self.message_user(request, f"Discarded {count} record(s), with your note.")
+            self.message_user(
+                request,
+                ngettext(
+                    "Discarded %(count)d record, with your note.",
+                    "Discarded %(count)d records, with your note.",
+                    count,
+                )
+                % {"count": count},
+            )
             return None
         return TemplateResponse(
             request,
@@ -908,7 +984,7 @@ class RejectedRecordAdmin(ReadOnlyAdmin):
             {
                 **self.admin_site.each_context(request),
                 "opts": self.model._meta,
-                "title": "Discard rejected records",
+                "title": gettext("Discard rejected records"),
                 "records": list(queryset),
                 "form": form,
                 "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,

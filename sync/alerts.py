@@ -18,7 +18,10 @@ from django.core.mail import send_mail
 from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.translation import gettext, ngettext
+from django.utils.translation import gettext_lazy as _
 
+from .display import local_time_text
 from .models import MASTER_SYNC_ID, AlertState, SatelliteAlert, SyncPeer, SyncPreferences
 from .selectors import peers_with_exchanges, preferences_get, satellite_health
 
@@ -120,66 +123,84 @@ def _alert_change(*, peer: SyncPeer, alert: Alert, body: str, now: datetime) -> 
     return alert
 
 
+# Mails go out in the site's language (LANGUAGE_CODE): a worker has no viewer.
 SUBJECTS = {
-    AlertState.FAILING: "is failing to sync",
-    AlertState.STALE: "has not synced for too long",
-    AlertState.OK: "is syncing again",
+    AlertState.FAILING: _("[msupply-sync] Satellite %(sync_id)s %(name)s is failing to sync"),
+    AlertState.STALE: _(
+        "[msupply-sync] Satellite %(sync_id)s %(name)s has not synced for too long"
+    ),
+    AlertState.OK: _("[msupply-sync] Satellite %(sync_id)s %(name)s is syncing again"),
 }
 
 
 def alert_subject(alert: Alert) -> str:
     """The subject line: the satellite and its new state."""
-    return (
-        f"[msupply-sync] Satellite {alert.sync_id} {alert.name} {SUBJECTS[AlertState(alert.state)]}"
-    )
+    return str(SUBJECTS[AlertState(alert.state)]) % {"sync_id": alert.sync_id, "name": alert.name}
 
 
 def alert_body(peer: SyncPeer, *, alert: Alert, stale_after: timedelta, now: datetime) -> str:
     """The message in plain words: which satellite, what is wrong, since when, where to look."""
     streak = getattr(peer, "failure_streak", 0)
     last_success = peer.state.last_success_at if hasattr(peer, "state") else None
-    satellite = f'Satellite {peer.sync_id} "{peer.name}" (store {peer.store_code})'
+    satellite = gettext('Satellite %(sync_id)s "%(name)s" (store %(store)s)') % {
+        "sync_id": peer.sync_id,
+        "name": peer.name,
+        "store": peer.store_code,
+    }
     if alert.state == AlertState.FAILING:
-        what = (
-            f"{satellite} is failing: its last {streak} requests to the master failed. Until "
+        what = gettext(
+            "%(satellite)s is failing: its last %(streak)s requests to the master failed. Until "
             "it succeeds again, its store's changes do not reach the master."
-        )
+        ) % {"satellite": satellite, "streak": streak}
     elif alert.state == AlertState.STALE:
-        what = (
-            f"{satellite} has had no complete sync with the master for over "
-            f"{_duration(stale_after)}. Check that the satellite is running and online, and "
+        what = gettext(
+            "%(satellite)s has had no complete sync with the master for over "
+            "%(duration)s. Check that the satellite is running and online, and "
             "that its Sync time interval is not 0."
-        )
+        ) % {"satellite": satellite, "duration": _duration(stale_after)}
     else:
-        what = f"{satellite} is OK again: it syncs with the master (it was {alert.previous})."
-    lines = [what, "", f"Last successful sync: {_when(last_success, now=now)}."]
+        what = gettext(
+            "%(satellite)s is OK again: it syncs with the master (it was %(previous)s)."
+        ) % {"satellite": satellite, "previous": alert.previous}
+    lines = [
+        what,
+        "",
+        gettext("Last successful sync: %(when)s.") % {"when": _when(last_success, now=now)},
+    ]
     # As in the Sync with list: an error the satellite has since synced past is not current.
     if streak and alert.state != AlertState.OK:
         error = f"{getattr(peer, 'last_error_code', '')}: {getattr(peer, 'last_error_message', '')}"
-        lines.append(f"Last error: {error}")
+        lines.append(gettext("Last error: %(error)s") % {"error": error})
         lines.append(
-            f"Last failed request: {_when(getattr(peer, 'last_failed_at', None), now=now)}."
+            gettext("Last failed request: %(when)s.")
+            % {"when": _when(getattr(peer, "last_failed_at", None), now=now)}
         )
     changelist = reverse("admin:sync_syncpeer_changelist")
-    lines += ["", f"Sync with list: {settings.SITE_URL.rstrip('/')}{changelist}"]
+    lines += [
+        "",
+        gettext("Sync with list: %(url)s")
+        % {"url": f"{settings.SITE_URL.rstrip('/')}{changelist}"},
+    ]
     return "\n".join(lines) + "\n"
 
 
 def _when(moment: datetime | None, *, now: datetime) -> str:
     if moment is None:
-        return "never"
-    ago = "just now" if now - moment < timedelta(minutes=1) else f"{_duration(now - moment)} ago"
-    return f"{timezone.localtime(moment):%Y-%m-%d %H:%M %Z} ({ago})"
+        return gettext("never")
+    ago = (
+        gettext("just now")
+        if now - moment < timedelta(minutes=1)
+        else gettext("%(duration)s ago") % {"duration": _duration(now - moment)}
+    )
+    return f"{local_time_text(moment)} ({ago})"
 
 
 def _duration(span: timedelta) -> str:
     minutes = int(span.total_seconds() // 60)
     if minutes >= 48 * 60:
-        return _count(minutes // (24 * 60), "day")
+        days = minutes // (24 * 60)
+        return ngettext("%(count)d day", "%(count)d days", days) % {"count": days}
     if minutes >= 120:
-        return _count(minutes // 60, "hour")
-    return _count(minutes, "minute")
-
-
-def _count(number: int, unit: str) -> str:
-    return f"{number} {unit}" if number == 1 else f"{number} {unit}s"
+        hours = minutes // 60
+        return ngettext("%(count)d hour", "%(count)d hours", hours) % {"count": hours}
+    return ngettext("%(count)d minute", "%(count)d minutes", minutes) % {"count": minutes}

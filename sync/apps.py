@@ -3,12 +3,13 @@
 from django.apps import AppConfig
 from django.db.backends.signals import connection_created
 from django.db.models.signals import post_migrate, pre_migrate
+from django.utils.translation import gettext_lazy as _
 
 
 class SyncConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "sync"
-    verbose_name = "Synchronisation"
+    verbose_name = _("Synchronisation")
 
     def ready(self) -> None:
         from msupply import identity

@@ -23,13 +23,14 @@ from django.conf import settings
 from django.contrib.auth.hashers import make_password
 from django.core import signing
 from django.http import HttpRequest
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.crypto import constant_time_compare, salted_hmac
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
 from msupply.addresses import client_address
 
+from .display import local_time_text
 from .errors import ErrorCode, SyncError
 from .keys import key_hash, peer_key_confirm
 from .models import AuthFailure, SyncPeer, SyncPreferences
@@ -312,10 +313,13 @@ def _locked_until(address: str | None) -> datetime | None:
 
 
 def _locked_out(until: datetime) -> SyncError:
+    # The wire's English, with the zone named: the satellite may sit in another time zone.
+    with translation.override("en"):
+        when = local_time_text(until)
     return SyncError(
         ErrorCode.LOCKED_OUT,
         f"Too many failed sync logins from this address. Try again after "
-        f"{timezone.localtime(until):%H:%M}, and first check the sync user name and password in "
+        f"{when}, and first check the sync user name and password in "
         "Preferences > Synchronisation on both servers. A satellite that holds its key is not "
         "affected.",
         retry_after_seconds=max(int((until - timezone.now()).total_seconds()), 1),

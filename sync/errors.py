@@ -5,132 +5,165 @@ same `SyncError` for what it meets itself (a link down, a wrong URL) and for wha
 answered, and its sync log, the admin, the commands and the OpenAPI schema all read these codes.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import models
+from django.utils import translation
+from django.utils.functional import Promise
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 from rest_framework import status
 from rest_framework.exceptions import APIException
+
+# A translatable text, translated when shown (gettext_lazy); django-stubs names it for mypy.
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
+else:
+    StrOrPromise = str | Promise
 
 
 class ErrorCode(models.TextChoices):
     # The caller's credentials (sync.auth).
-    CREDENTIALS_MISSING = "credentials_missing", "No sync credentials"
-    SYNC_ID_MISSING = "sync_id_missing", "No Sync ID"
-    WRONG_CREDENTIALS = "wrong_credentials", "Wrong sync user name or password"
-    IDENTITY_MISMATCH = "identity_mismatch", "Sync ID held by another server"
-    KEY_REQUIRED = "key_required", "Key required"
-    KEY_INVALID = "key_invalid", "Key refused"
-    NOT_ENROLLED = "not_enrolled", "Satellite holds no key"
-    TOKEN_EXPIRED = "token_expired", "Sync token expired"
-    TOKEN_INVALID = "token_invalid", "Sync token not valid"
-    TOKEN_STALE = "token_stale", "Sync token of a replaced key"
-    UNKNOWN_SYNC_ID = "unknown_sync_id", "Sync ID not in Sync with"
-    SATELLITE_DISABLED = "satellite_disabled", "Satellite disabled"
-    LOCKED_OUT = "locked_out", "Locked out after failed logins"
+    CREDENTIALS_MISSING = "credentials_missing", _("No sync credentials")
+    SYNC_ID_MISSING = "sync_id_missing", _("No Sync ID")
+    WRONG_CREDENTIALS = "wrong_credentials", _("Wrong sync user name or password")
+    IDENTITY_MISMATCH = "identity_mismatch", _("Sync ID held by another server")
+    KEY_REQUIRED = "key_required", _("Key required")
+    KEY_INVALID = "key_invalid", _("Key refused")
+    NOT_ENROLLED = "not_enrolled", _("Satellite holds no key")
+    TOKEN_EXPIRED = "token_expired", _("Sync token expired")
+    TOKEN_INVALID = "token_invalid", _("Sync token not valid")
+    TOKEN_STALE = "token_stale", _("Sync token of a replaced key")
+    UNKNOWN_SYNC_ID = "unknown_sync_id", _("Sync ID not in Sync with")
+    SATELLITE_DISABLED = "satellite_disabled", _("Satellite disabled")
+    LOCKED_OUT = "locked_out", _("Locked out after failed logins")
     # The protocol and the request (sync.api, sync.protocol).
-    NOT_MASTER = "not_master", "Not the master"
-    VERSION_MISMATCH = "version_mismatch", "Protocol version mismatch"
-    SYNC_ID_MISMATCH = "sync_id_mismatch", "Sync IDs differ"
-    MALFORMED = "malformed", "Malformed request"
-    INVALID = "invalid", "Invalid request field"
-    PARSE_ERROR = "parse_error", "Unreadable request body"
-    TOO_LARGE = "too_large", "Request too large"
-    UPLOAD_INCOMPLETE = "upload_incomplete", "Upload cut short"
-    STORE_MISSING = "store_missing", "Hosted store missing"
-    REINITIALISE_REQUIRED = "reinitialise_required", "Satellite must initialise again"
+    NOT_MASTER = "not_master", _("Not the master")
+    VERSION_MISMATCH = "version_mismatch", _("Protocol version mismatch")
+    SYNC_ID_MISMATCH = "sync_id_mismatch", _("Sync IDs differ")
+    MALFORMED = "malformed", _("Malformed request")
+    INVALID = "invalid", _("Invalid request field")
+    PARSE_ERROR = "parse_error", _("Unreadable request body")
+    TOO_LARGE = "too_large", _("Request too large")
+    UPLOAD_INCOMPLETE = "upload_incomplete", _("Upload cut short")
+    STORE_MISSING = "store_missing", _("Hosted store missing")
+    REINITIALISE_REQUIRED = "reinitialise_required", _("Satellite must initialise again")
     # A pushed batch (sync.push).
-    FORBIDDEN_RECORD = "forbidden_record", "Record of another store or master data"
-    MISSING_PARENT = "missing_parent", "Record refers to one the master lacks"
-    REJECTED_RECORD = "rejected_record", "Record set aside by the master"
-    BATCH_ID_REUSED = "batch_id_reused", "Batch id reused with other changes"
-    STALE_BATCH = "stale_batch", "Batch older than the master's copy"
+    FORBIDDEN_RECORD = "forbidden_record", _("Record of another store or master data")
+    MISSING_PARENT = "missing_parent", _("Record refers to one the master lacks")
+    REJECTED_RECORD = "rejected_record", _("Record set aside by the master")
+    BATCH_ID_REUSED = "batch_id_reused", _("Batch id reused with other changes")
+    STALE_BATCH = "stale_batch", _("Batch older than the master's copy")
     # What the web framework itself answers.
-    NOT_AUTHENTICATED = "not_authenticated", "Not authenticated"
-    AUTHENTICATION_FAILED = "authentication_failed", "Authentication failed"
-    PERMISSION_DENIED = "permission_denied", "Permission denied"
-    NOT_FOUND = "not_found", "Not found"
-    METHOD_NOT_ALLOWED = "method_not_allowed", "Method not allowed"
-    NOT_ACCEPTABLE = "not_acceptable", "Not acceptable"
-    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type", "Unsupported media type"
-    THROTTLED = "throttled", "Too many requests"
-    SERVER_ERROR = "server_error", "Unexpected error on the master"
+    NOT_AUTHENTICATED = "not_authenticated", _("Not authenticated")
+    AUTHENTICATION_FAILED = "authentication_failed", _("Authentication failed")
+    PERMISSION_DENIED = "permission_denied", _("Permission denied")
+    NOT_FOUND = "not_found", _("Not found")
+    METHOD_NOT_ALLOWED = "method_not_allowed", _("Method not allowed")
+    NOT_ACCEPTABLE = "not_acceptable", _("Not acceptable")
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type", _("Unsupported media type")
+    THROTTLED = "throttled", _("Too many requests")
+    SERVER_ERROR = "server_error", _("Unexpected error on the master")
     # Met by the satellite itself (sync.client, sync.run).
-    TIMEOUT = "timeout", "Master stopped answering"
-    UNREACHABLE = "unreachable", "Master unreachable"
-    UNAVAILABLE = "unavailable", "Master or its proxy unavailable or overloaded"
-    TLS = "tls", "Master's certificate not trusted"
-    WRONG_URL = "wrong_url", "Not an msupply-sync master"
-    BAD_ANSWER = "bad_answer", "Unreadable answer from the master"
-    IS_MASTER = "is_master", "This server is the master"
-    NO_MASTER = "no_master", "No master in Sync with"
-    INTERRUPTED = "interrupted", "Run interrupted"
-    INTERNAL_ERROR = "internal_error", "Unexpected error"
+    TIMEOUT = "timeout", _("Master stopped answering")
+    UNREACHABLE = "unreachable", _("Master unreachable")
+    UNAVAILABLE = "unavailable", _("Master or its proxy unavailable or overloaded")
+    TLS = "tls", _("Master's certificate not trusted")
+    WRONG_URL = "wrong_url", _("Not an msupply-sync master")
+    BAD_ANSWER = "bad_answer", _("Unreadable answer from the master")
+    IS_MASTER = "is_master", _("This server is the master")
+    NO_MASTER = "no_master", _("No master in Sync with")
+    INTERRUPTED = "interrupted", _("Run interrupted")
+    INTERNAL_ERROR = "internal_error", _("Unexpected error")
 
 
 # What a person does about each code, shown where a bare code would be.
-REMEDIES: dict[str, str] = {
-    ErrorCode.CREDENTIALS_MISSING: "Enter the shared sync user name and password in Preferences "
-    "> Synchronisation on the satellite; it enrols at its next sync.",
-    ErrorCode.SYNC_ID_MISSING: "Send the satellite's Sync ID in the X-Sync-Id header.",
-    ErrorCode.WRONG_CREDENTIALS: "Make the sync user name and password the same in Preferences "
-    "> Synchronisation on both servers.",
-    ErrorCode.IDENTITY_MISMATCH: "If this server replaces the one that held the Sync ID, reset "
-    "its key in Sync with on the master, then sync again.",
-    ErrorCode.KEY_REQUIRED: "Send the satellite's key: the shared password only enrols.",
-    ErrorCode.KEY_INVALID: "Another server holds this Sync ID or the key was replaced: reset "
-    "the key in Sync with on the master, then enter the shared password on the satellite.",
-    ErrorCode.NOT_ENROLLED: "Enter the shared sync password on the satellite; it enrols at its "
-    "next sync.",
-    ErrorCode.TOKEN_EXPIRED: "Nothing: the satellite logs in again with its key.",
-    ErrorCode.TOKEN_INVALID: "Nothing: the satellite logs in again with its key.",
-    ErrorCode.TOKEN_STALE: "Nothing: the satellite logs in again with its key.",
-    ErrorCode.UNKNOWN_SYNC_ID: "Add the satellite to Sync with on the master.",
-    ErrorCode.SATELLITE_DISABLED: "Enable the satellite in Sync with on the master.",
-    ErrorCode.LOCKED_OUT: "Wait for the lockout to end, and check the sync password on both "
-    "servers first.",
-    ErrorCode.NOT_MASTER: "Point the satellite's Sync with entry at the master's URL.",
-    ErrorCode.VERSION_MISMATCH: "Install the same msupply-sync release on both servers.",
-    ErrorCode.SYNC_ID_MISMATCH: "Send the same Sync ID in the header and the body.",
-    ErrorCode.MALFORMED: "Install the same msupply-sync release on both servers; if they are, "
-    "send both servers' logs to your support team.",
-    ErrorCode.INVALID: "Correct the named field and send the request again.",
-    ErrorCode.PARSE_ERROR: "Send a JSON body (gzip-compressed if you like).",
-    ErrorCode.TOO_LARGE: "Lower the satellite's batch size (SYNC_BATCH_SIZE).",
-    ErrorCode.UPLOAD_INCOMPLETE: "Nothing: the satellite sends it again at its next try.",
-    ErrorCode.STORE_MISSING: "Fix the store of the satellite's Sync with entry on the master.",
-    ErrorCode.REINITIALISE_REQUIRED: "Nothing: the satellite's next sync initialises it again "
-    "once its own changes are pushed.",
-    ErrorCode.FORBIDDEN_RECORD: "A satellite sends only its own store's data: send both servers' "
-    "logs to your support team.",
-    ErrorCode.MISSING_PARENT: "Send both servers' logs to your support team.",
-    ErrorCode.REJECTED_RECORD: "Open Rejected records on the master: remove the conflict and "
-    "retry, or discard the record with a note. The rest of the batch was applied.",
-    ErrorCode.BATCH_ID_REUSED: "A satellite restored or copied from another: send both "
-    "servers' logs to your support team.",
-    ErrorCode.STALE_BATCH: "Nothing: the satellite carries on from the master's record.",
-    ErrorCode.NOT_AUTHENTICATED: "Send the satellite's key or its run token.",
-    ErrorCode.AUTHENTICATION_FAILED: "Send the satellite's key or its run token.",
-    ErrorCode.PERMISSION_DENIED: "Use an account that may do this.",
-    ErrorCode.NOT_FOUND: "Check the URL in Sync with.",
-    ErrorCode.METHOD_NOT_ALLOWED: "Install the same msupply-sync release on both servers.",
-    ErrorCode.NOT_ACCEPTABLE: "Ask for JSON.",
-    ErrorCode.UNSUPPORTED_MEDIA_TYPE: "Send JSON.",
-    ErrorCode.THROTTLED: "Wait, then try again.",
-    ErrorCode.SERVER_ERROR: "Send the master's log to your support team.",
-    ErrorCode.TIMEOUT: "Nothing: the next sync resumes where this one stopped. If it keeps "
-    "happening, check the link.",
-    ErrorCode.UNREACHABLE: "Check the master's URL in Sync with and this server's network.",
-    ErrorCode.UNAVAILABLE: "Nothing: the next sync resumes where this one stopped. If it keeps "
-    "happening, check that the master and the proxy in front of it are running.",
-    ErrorCode.TLS: "If the master's certificate comes from a private certificate authority, set "
-    "SYNC_CA_BUNDLE to that authority's certificate on the satellite; otherwise fix the "
-    "master's certificate.",
-    ErrorCode.WRONG_URL: "Check the master's URL in Sync with.",
-    ErrorCode.BAD_ANSWER: "Install the same msupply-sync release on both servers.",
-    ErrorCode.IS_MASTER: "Nothing: the master waits for its satellites.",
-    ErrorCode.NO_MASTER: "Add the master (Sync ID 1) to Sync with.",
-    ErrorCode.INTERRUPTED: "Nothing: the next run carries on from what was committed.",
-    ErrorCode.INTERNAL_ERROR: "Send the server log to your support team.",
+REMEDIES: dict[str, StrOrPromise] = {
+    ErrorCode.CREDENTIALS_MISSING: _(
+        "Enter the shared sync user name and password in Preferences "
+        "> Synchronisation on the satellite; it enrols at its next sync."
+    ),
+    ErrorCode.SYNC_ID_MISSING: _("Send the satellite's Sync ID in the X-Sync-Id header."),
+    ErrorCode.WRONG_CREDENTIALS: _(
+        "Make the sync user name and password the same in Preferences "
+        "> Synchronisation on both servers."
+    ),
+    ErrorCode.IDENTITY_MISMATCH: _(
+        "If this server replaces the one that held the Sync ID, reset "
+        "its key in Sync with on the master, then sync again."
+    ),
+    ErrorCode.KEY_REQUIRED: _("Send the satellite's key: the shared password only enrols."),
+    ErrorCode.KEY_INVALID: _(
+        "Another server holds this Sync ID or the key was replaced: reset "
+        "the key in Sync with on the master, then enter the shared password on the satellite."
+    ),
+    ErrorCode.NOT_ENROLLED: _(
+        "Enter the shared sync password on the satellite; it enrols at its next sync."
+    ),
+    ErrorCode.TOKEN_EXPIRED: _("Nothing: the satellite logs in again with its key."),
+    ErrorCode.TOKEN_INVALID: _("Nothing: the satellite logs in again with its key."),
+    ErrorCode.TOKEN_STALE: _("Nothing: the satellite logs in again with its key."),
+    ErrorCode.UNKNOWN_SYNC_ID: _("Add the satellite to Sync with on the master."),
+    ErrorCode.SATELLITE_DISABLED: _("Enable the satellite in Sync with on the master."),
+    ErrorCode.LOCKED_OUT: _(
+        "Wait for the lockout to end, and check the sync password on both servers first."
+    ),
+    ErrorCode.NOT_MASTER: _("Point the satellite's Sync with entry at the master's URL."),
+    ErrorCode.VERSION_MISMATCH: _("Install the same msupply-sync release on both servers."),
+    ErrorCode.SYNC_ID_MISMATCH: _("Send the same Sync ID in the header and the body."),
+    ErrorCode.MALFORMED: _(
+        "Install the same msupply-sync release on both servers; if they are, "
+        "send both servers' logs to your support team."
+    ),
+    ErrorCode.INVALID: _("Correct the named field and send the request again."),
+    ErrorCode.PARSE_ERROR: _("Send a JSON body (gzip-compressed if you like)."),
+    ErrorCode.TOO_LARGE: _("Lower the satellite's batch size (SYNC_BATCH_SIZE)."),
+    ErrorCode.UPLOAD_INCOMPLETE: _("Nothing: the satellite sends it again at its next try."),
+    ErrorCode.STORE_MISSING: _("Fix the store of the satellite's Sync with entry on the master."),
+    ErrorCode.REINITIALISE_REQUIRED: _(
+        "Nothing: the satellite's next sync initialises it again once its own changes are pushed."
+    ),
+    ErrorCode.FORBIDDEN_RECORD: _(
+        "A satellite sends only its own store's data: send both servers' logs to your support team."
+    ),
+    ErrorCode.MISSING_PARENT: _("Send both servers' logs to your support team."),
+    ErrorCode.REJECTED_RECORD: _(
+        "Open Rejected records on the master: remove the conflict and "
+        "retry, or discard the record with a note. The rest of the batch was applied."
+    ),
+    ErrorCode.BATCH_ID_REUSED: _(
+        "A satellite restored or copied from another: send both servers' logs to your support team."
+    ),
+    ErrorCode.STALE_BATCH: _("Nothing: the satellite carries on from the master's record."),
+    ErrorCode.NOT_AUTHENTICATED: _("Send the satellite's key or its run token."),
+    ErrorCode.AUTHENTICATION_FAILED: _("Send the satellite's key or its run token."),
+    ErrorCode.PERMISSION_DENIED: _("Use an account that may do this."),
+    ErrorCode.NOT_FOUND: _("Check the URL in Sync with."),
+    ErrorCode.METHOD_NOT_ALLOWED: _("Install the same msupply-sync release on both servers."),
+    ErrorCode.NOT_ACCEPTABLE: _("Ask for JSON."),
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: _("Send JSON."),
+    ErrorCode.THROTTLED: _("Wait, then try again."),
+    ErrorCode.SERVER_ERROR: _("Send the master's log to your support team."),
+    ErrorCode.TIMEOUT: _(
+        "Nothing: the next sync resumes where this one stopped. If it keeps "
+        "happening, check the link."
+    ),
+    ErrorCode.UNREACHABLE: _("Check the master's URL in Sync with and this server's network."),
+    ErrorCode.UNAVAILABLE: _(
+        "Nothing: the next sync resumes where this one stopped. If it keeps "
+        "happening, check that the master and the proxy in front of it are running."
+    ),
+    ErrorCode.TLS: _(
+        "If the master's certificate comes from a private certificate authority, set "
+        "SYNC_CA_BUNDLE to that authority's certificate on the satellite; otherwise fix the "
+        "master's certificate."
+    ),
+    ErrorCode.WRONG_URL: _("Check the master's URL in Sync with."),
+    ErrorCode.BAD_ANSWER: _("Install the same msupply-sync release on both servers."),
+    ErrorCode.IS_MASTER: _("Nothing: the master waits for its satellites."),
+    ErrorCode.NO_MASTER: _("Add the master (Sync ID 1) to Sync with."),
+    ErrorCode.INTERRUPTED: _("Nothing: the next run carries on from what was committed."),
+    ErrorCode.INTERNAL_ERROR: _("Send the server log to your support team."),
 }
 
 # The HTTP status each code the master answers with carries; the others are the satellite's own.
@@ -176,10 +209,36 @@ STATUSES: dict[str, int] = {
 
 
 def error_explain(code: str) -> str:
-    """The code's meaning and what to do, in plain words; a code from a newer release as it is."""
+    """The code's meaning and what to do, in the active language; an unknown code as it is."""
     if code not in ErrorCode.values:
         return code
-    return f"{ErrorCode(code).label}. {REMEDIES[code]}"
+    return gettext("%(label)s. %(remedy)s") % {
+        "label": ErrorCode(code).label,
+        "remedy": REMEDIES[code],
+    }
+
+
+def error_text(code: str, message: str = "") -> str:
+    """A stored error as the viewer reads it: the code's label and remedy translated, the detail.
+
+    The sync log and the exchanges store the code and the English message it was raised with.
+    An English viewer reads that message; any other reads the code's label and remedy in their
+    language, then the stored message as the detail when it says more (the field, the record).
+    """
+    if code not in ErrorCode.values:
+        return message or code
+    if (translation.get_language() or "en").split("-")[0] == "en":
+        # The stored message is English already, and says more than the code's words.
+        return message or error_explain(code)
+    with translation.override("en"):
+        default = error_explain(code)
+    explained = error_explain(code)
+    if not message or message == default:
+        return explained
+    return gettext("%(explanation)s Detail: %(detail)s") % {
+        "explanation": explained,
+        "detail": message,
+    }
 
 
 class SyncError(APIException):
@@ -199,7 +258,9 @@ class SyncError(APIException):
         answer: dict[str, Any] | None = None,
         **extra: Any,
     ) -> None:
-        message = message or error_explain(code)
+        # The wire and the stored records stay English: a viewer's language is applied on display.
+        with translation.override("en"):
+            message = str(message or error_explain(code))
         super().__init__(message, code)
         self.code = code
         self.message = message

@@ -13,6 +13,7 @@ from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from .models import SyncPeer, SyncPreferences
 
@@ -55,8 +56,11 @@ User = AbstractUser
 def _peer_for_change(sync_id: int, user: User) -> SyncPeer:
     if not user.has_perm(KEY_PERMISSION):
         raise PermissionDenied(
-            f"Only a user with the permission {KEY_PERMISSION!r} may change a satellite's key or "
-            "whether it is enabled."
+            gettext(
+                "Only a user with the permission %(permission)r may change a satellite's key or "
+                "whether it is enabled."
+            )
+            % {"permission": KEY_PERMISSION}
         )
     return SyncPeer.objects.select_for_update().get(sync_id=sync_id)
 

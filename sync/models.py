@@ -10,11 +10,12 @@ from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Now
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from msupply.acting_user import Actor, user_name
 
 from .display import local_time_text
-from .errors import ErrorCode
+from .errors import ErrorCode, error_text
 from .registry import LOCAL_STORE_DATA_SCOPE, MASTER_DATA_SCOPE
 
 MASTER_SYNC_ID = 1
@@ -30,12 +31,12 @@ class SyncPreferences(models.Model):
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=SINGLETON_ID, editable=False)
     sync_id = models.PositiveSmallIntegerField(
-        "Sync ID",
+        _("Sync ID"),
         default=MASTER_SYNC_ID,
         validators=sync_id_validators,
-        help_text="1 for the master server; 2-64, unique, for each satellite.",
+        help_text=_("1 for the master server; 2-64, unique, for each satellite."),
     )
-    username = models.CharField("User name", max_length=150, blank=True)
+    username = models.CharField(_("User name"), max_length=150, blank=True)
     # The master only verifies, so it keeps the hash; a satellite must send the password to the
     # master, so it also keeps the password itself.
     password_hash = models.CharField(max_length=256, blank=True, editable=False)
@@ -44,16 +45,18 @@ class SyncPreferences(models.Model):
     # held, the shared password above is no longer kept.
     sync_key = models.CharField(max_length=64, blank=True, editable=False)
     sync_interval_minutes = models.PositiveIntegerField(
-        "Sync time interval",
+        _("Sync time interval"),
         default=10,
-        help_text="Minutes between a satellite's requests for new information. 0 pauses syncing.",
+        help_text=_(
+            "Minutes between a satellite's requests for new information. 0 pauses syncing."
+        ),
     )
     unlock_code_hash = models.CharField(max_length=256, blank=True, editable=False)
 
     class Meta:
-        verbose_name = "synchronisation preferences"
-        verbose_name_plural = "synchronisation preferences"
-        permissions = [("unlock_sync_preferences", "Can unlock the synchronisation preferences")]
+        verbose_name = _("synchronisation preferences")
+        verbose_name_plural = _("synchronisation preferences")
+        permissions = [("unlock_sync_preferences", _("Can unlock the synchronisation preferences"))]
         constraints = [
             models.CheckConstraint(condition=Q(id=1), name="sync_preferences_singleton"),
             models.CheckConstraint(
@@ -63,7 +66,7 @@ class SyncPreferences(models.Model):
         ]
 
     def __str__(self) -> str:
-        return "Synchronisation preferences"
+        return str(_("Synchronisation preferences"))
 
     @property
     def is_master(self) -> bool:
@@ -86,20 +89,27 @@ class SyncPreferences(models.Model):
         peers = SyncPeer.objects.all()
         if peers.filter(sync_id=self.sync_id).exists():
             raise ValidationError(
-                {"sync_id": f"Sync ID {self.sync_id} is already used by a server in Sync with."}
+                {
+                    "sync_id": _("Sync ID %(sync_id)s is already used by a server in Sync with.")
+                    % {"sync_id": self.sync_id}
+                }
             )
         if self.is_master and peers.filter(sync_id=MASTER_SYNC_ID).exists():
             raise ValidationError(
                 {
-                    "sync_id": "This site lists the master in Sync with: remove it before making "
-                    "this site the master."
+                    "sync_id": _(
+                        "This site lists the master in Sync with: remove it before making "
+                        "this site the master."
+                    )
                 }
             )
         if not self.is_master and peers.exclude(sync_id=MASTER_SYNC_ID).exists():
             raise ValidationError(
                 {
-                    "sync_id": "This site lists satellites in Sync with: remove them before making "
-                    "this site a satellite."
+                    "sync_id": _(
+                        "This site lists satellites in Sync with: remove them before making "
+                        "this site a satellite."
+                    )
                 }
             )
 
@@ -108,23 +118,25 @@ class SyncPeer(models.Model):
     """A server in the Sync with list: every satellite on the master, the master elsewhere."""
 
     sync_id = models.PositiveSmallIntegerField(
-        "Sync ID", unique=True, validators=sync_id_validators
+        _("Sync ID"), unique=True, validators=sync_id_validators
     )
     name = models.CharField(max_length=100)
     store_code = models.CharField(
-        "Store", max_length=20, help_text="Code of the store that this server hosts."
+        _("Store"), max_length=20, help_text=_("Code of the store that this server hosts.")
     )
     url = models.CharField(
-        "URL",
+        _("URL"),
         max_length=300,
         validators=[
             URLValidator(
                 schemes=["http", "https"],
-                message="Enter the full http:// or https:// address of the server, for example "
-                "https://clinic.example.org/",
+                message=_(
+                    "Enter the full http:// or https:// address of the server, for example "
+                    "https://clinic.example.org/"
+                ),
             )
         ],
-        help_text="Full URL of the server, for example https://clinic.example.org/",
+        help_text=_("Full URL of the server, for example https://clinic.example.org/"),
     )
     # On the master, this satellite's identity (sync.keys): the sha256 of the key it enrolled
     # with, and of a key issued but not yet used, which the first use confirms. Neither is set
@@ -133,15 +145,17 @@ class SyncPeer(models.Model):
     pending_key_hash = models.CharField(max_length=64, blank=True, editable=False)
     key_issued_at = models.DateTimeField(null=True, blank=True, editable=False)
     enabled = models.BooleanField(
-        default=True, editable=False, help_text="A disabled satellite is refused by the master."
+        default=True, editable=False, help_text=_("A disabled satellite is refused by the master.")
     )
     # The handshake does not carry a satellite's interval, so the master is told it here.
     sync_interval_minutes = models.PositiveIntegerField(
-        "Sync time interval",
+        _("Sync time interval"),
         null=True,
         blank=True,
-        help_text="On the master: the satellite's own Sync time interval in minutes, which "
-        "alerts use to tell when it is late. Empty: this server's own Sync time interval.",
+        help_text=_(
+            "On the master: the satellite's own Sync time interval in minutes, which "
+            "alerts use to tell when it is late. Empty: this server's own Sync time interval."
+        ),
     )
     # Not synced, so not in the change log: its services note their user here.
     changed_by = models.CharField(max_length=150, blank=True, editable=False)
@@ -149,10 +163,10 @@ class SyncPeer(models.Model):
 
     class Meta:
         ordering = ["sync_id"]
-        verbose_name = "sync with server"
-        verbose_name_plural = "sync with"
+        verbose_name = _("sync with server")
+        verbose_name_plural = _("sync with")
         permissions = [
-            ("manage_peer_keys", "Can reset a satellite's sync key, or disable or enable it"),
+            ("manage_peer_keys", _("Can reset a satellite's sync key, or disable or enable it")),
         ]
         constraints = [
             models.CheckConstraint(
@@ -177,27 +191,36 @@ class SyncPeer(models.Model):
         others = SyncPeer.objects.exclude(pk=self.pk)
         if preferences.is_master and self.sync_id == MASTER_SYNC_ID:
             raise ValidationError(
-                {"sync_id": "This server is the master: list satellites only (Sync ID 2-64)."}
+                {"sync_id": _("This server is the master: list satellites only (Sync ID 2-64).")}
             )
         if self.sync_id == preferences.sync_id:
             raise ValidationError(
-                {"sync_id": f"Sync ID {self.sync_id} is this server's own Sync ID."}
+                {
+                    "sync_id": _("Sync ID %(sync_id)s is this server's own Sync ID.")
+                    % {"sync_id": self.sync_id}
+                }
             )
         if not preferences.is_master:
             if self.sync_id != MASTER_SYNC_ID:
                 raise ValidationError(
-                    {"sync_id": "A satellite synchronises with the master only: use Sync ID 1."}
+                    {"sync_id": _("A satellite synchronises with the master only: use Sync ID 1.")}
                 )
             if others.exists():
-                raise ValidationError("A satellite lists exactly one server: the master.")
+                raise ValidationError(_("A satellite lists exactly one server: the master."))
             return
         if self.store_code and not Store.objects.filter(code=self.store_code).exists():
             raise ValidationError(
-                {"store_code": f"No store with code {self.store_code!r} exists on this master."}
+                {
+                    "store_code": _("No store with code %(code)r exists on this master.")
+                    % {"code": self.store_code}
+                }
             )
         if others.filter(store_code=self.store_code).exists():
             raise ValidationError(
-                {"store_code": f"Store {self.store_code} is already hosted by another satellite."}
+                {
+                    "store_code": _("Store %(code)s is already hosted by another satellite.")
+                    % {"code": self.store_code}
+                }
             )
 
 
@@ -217,8 +240,8 @@ class UnlockAttempt(models.Model):
 
 
 class ChangeAction(models.TextChoices):
-    UPSERT = "upsert", "Upsert"
-    DELETE = "delete", "Delete"
+    UPSERT = "upsert", _("Upsert")
+    DELETE = "delete", _("Delete")
 
 
 class ChangeLog(models.Model):
@@ -324,30 +347,30 @@ class PeerState(models.Model):
 
 
 class SyncResult(models.TextChoices):
-    RUNNING = "running", "Running"
-    SUCCESS = "success", "Success"
-    FAILURE = "failure", "Failure"
+    RUNNING = "running", _("Running")
+    SUCCESS = "success", _("Success")
+    FAILURE = "failure", _("Failure")
 
 
 class SyncTrigger(models.TextChoices):
-    SCHEDULE = "schedule", "Schedule"
-    BUTTON = "button", "Sync now button"
-    COMMAND = "command", "sync_now command"
+    SCHEDULE = "schedule", _("Schedule")
+    BUTTON = "button", _("Sync now button")
+    COMMAND = "command", _("sync_now command")
     # On the master: an event of a satellite's exchange, such as a new push history.
-    SATELLITE = "satellite", "Satellite request"
+    SATELLITE = "satellite", _("Satellite request")
 
 
 class SyncStep(models.TextChoices):
-    HANDSHAKE = "handshake", "Handshake"
-    RESTORE = "restore", "Restore check"
-    PUSH = "push", "Push"
-    PULL = "pull", "Pull"
+    HANDSHAKE = "handshake", _("Handshake")
+    RESTORE = "restore", _("Restore check")
+    PUSH = "push", _("Push")
+    PULL = "pull", _("Pull")
 
 
 class SyncLog(models.Model):
     """One sync run of this site: what moved each way and how it ended."""
 
-    peer_sync_id = models.PositiveSmallIntegerField("Peer sync ID")
+    peer_sync_id = models.PositiveSmallIntegerField(_("Peer sync ID"))
     trigger = models.CharField(
         max_length=10, choices=SyncTrigger.choices, default=SyncTrigger.COMMAND
     )
@@ -369,7 +392,16 @@ class SyncLog(models.Model):
 
     def __str__(self) -> str:
         when = local_time_text(self.started_at)
-        return f"Sync with {self.peer_sync_id} at {when}: {self.get_result_display()}"
+        return str(_("Sync with %(sync_id)s at %(when)s: %(result)s")) % {
+            "sync_id": self.peer_sync_id,
+            "when": when,
+            "result": self.get_result_display(),
+        }
+
+    @property
+    def message_text(self) -> str:
+        """The run's error in the viewer's language (the code's words), with its stored detail."""
+        return error_text(self.error_code, self.message) if self.error_code else self.message
 
 
 class AppliedBatch(models.Model):
@@ -418,8 +450,8 @@ class BufferedRecord(models.Model):
 
 
 class HeldStatus(models.TextChoices):
-    REJECTED = "rejected", "Rejected"
-    WAITING = "waiting", "Waiting for a rejected record"
+    REJECTED = "rejected", _("Rejected")
+    WAITING = "waiting", _("Waiting for a rejected record")
 
 
 class RejectedRecord(models.Model):
@@ -427,9 +459,9 @@ class RejectedRecord(models.Model):
     that waits for such a record (a line of a rejected transaction). Retried after every
     integration of its satellite; an administrator may retry it now or discard it with a note."""
 
-    sync_id = models.PositiveSmallIntegerField("Sync ID")
-    table_name = models.CharField("Table", max_length=63)
-    record_id = models.UUIDField("Record")
+    sync_id = models.PositiveSmallIntegerField(_("Sync ID"))
+    table_name = models.CharField(_("Table"), max_length=63)
+    record_id = models.UUIDField(_("Record"))
     row = models.JSONField()
     status = models.CharField(max_length=10, choices=HeldStatus.choices)
     reason = models.TextField()
@@ -441,7 +473,7 @@ class RejectedRecord(models.Model):
 
     class Meta:
         ordering = ["sync_id", "received_at"]
-        permissions = [("resolve_rejectedrecord", "Can retry or discard rejected records")]
+        permissions = [("resolve_rejectedrecord", _("Can retry or discard rejected records"))]
         constraints = [
             models.UniqueConstraint(
                 fields=["sync_id", "table_name", "record_id"], name="rejected_record_once"
@@ -507,22 +539,22 @@ class RunLock(models.Model):
 
 
 class SyncEndpoint(models.TextChoices):
-    HANDSHAKE = "handshake", "Handshake"
-    PUSH = "push", "Push"
-    PULL = "pull", "Pull"
-    SNAPSHOT = "snapshot", "Snapshot"
+    HANDSHAKE = "handshake", _("Handshake")
+    PUSH = "push", _("Push")
+    PULL = "pull", _("Pull")
+    SNAPSHOT = "snapshot", _("Snapshot")
 
 
 class ExchangeResult(models.TextChoices):
-    SUCCESS = "success", "Success"
-    FAILURE = "failure", "Failure"
+    SUCCESS = "success", _("Success")
+    FAILURE = "failure", _("Failure")
 
 
 class SyncExchange(models.Model):
     """On the master: one request a satellite made to the sync API, refused or not."""
 
     # The Sync ID the caller claimed, kept for refused logins too; `peer` only once authenticated.
-    sync_id = models.PositiveSmallIntegerField("Sync ID", null=True, blank=True)
+    sync_id = models.PositiveSmallIntegerField(_("Sync ID"), null=True, blank=True)
     peer = models.ForeignKey(
         SyncPeer, on_delete=models.SET_NULL, null=True, blank=True, related_name="exchanges"
     )
@@ -544,7 +576,17 @@ class SyncExchange(models.Model):
 
     def __str__(self) -> str:
         endpoint, when = self.get_endpoint_display(), local_time_text(self.started_at)
-        return f"{endpoint} from {self.sync_id} at {when}: {self.get_result_display()}"
+        return str(_("%(endpoint)s from %(sync_id)s at %(when)s: %(result)s")) % {
+            "endpoint": endpoint,
+            "sync_id": self.sync_id,
+            "when": when,
+            "result": self.get_result_display(),
+        }
+
+    @property
+    def message_text(self) -> str:
+        """The exchange's error in the viewer's language (the code's words), with its detail."""
+        return error_text(self.error_code, self.message) if self.error_code else self.message
 
 
 class SyncRequest(models.Model):
@@ -560,9 +602,9 @@ class SyncRequest(models.Model):
 
 
 class AlertState(models.TextChoices):
-    OK = "ok", "OK"
-    STALE = "stale", "Stale"
-    FAILING = "failing", "Failing"
+    OK = "ok", _("OK")
+    STALE = "stale", _("Stale")
+    FAILING = "failing", _("Failing")
 
 
 class SatelliteAlert(models.Model):

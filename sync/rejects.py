@@ -19,6 +19,7 @@ from django.core.exceptions import PermissionDenied
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, transaction
 from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from .changes import ChangeSet
 from .errors import SyncError
@@ -44,8 +45,10 @@ RESOLVE_PERMISSION = "sync.resolve_rejectedrecord"
 def _ensure_may_resolve(user: AbstractUser) -> None:
     if not user.has_perm(RESOLVE_PERMISSION):
         raise PermissionDenied(
-            f"{user.get_username()} may not retry or discard rejected records (permission "
-            f"{RESOLVE_PERMISSION})."
+            gettext(
+                "%(user)s may not retry or discard rejected records (permission %(permission)s)."
+            )
+            % {"user": user.get_username(), "permission": RESOLVE_PERMISSION}
         )
 
 

@@ -8,7 +8,10 @@ from typing import Any, Literal
 from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
+from .errors import StrOrPromise
 from .models import (
     MASTER_SYNC_ID,
     BufferedRecord,
@@ -318,12 +321,12 @@ def sync_staleness(
 def peer_key_status(peer: SyncPeer) -> str:
     """A satellite's key, and whether it may sync, in words (on the master)."""
     if peer.key_hash:
-        status = "enrolled"
+        status = gettext("enrolled")
     elif peer.pending_key_hash:
-        status = "key issued, not used yet"
+        status = gettext("key issued, not used yet")
     else:
-        status = "not enrolled"
-    return status if peer.enabled else f"{status}; disabled"
+        status = gettext("not enrolled")
+    return status if peer.enabled else gettext("%(status)s; disabled") % {"status": status}
 
 
 # Before any exchange: a failure streak with no success yet counts from here.
@@ -368,11 +371,11 @@ def peers_with_exchanges(peers: QuerySet[SyncPeer] | None = None) -> QuerySet[Sy
 
 
 SatelliteHealth = Literal["ok", "stale", "failing", "never"]
-SATELLITE_HEALTH_LABELS: dict[SatelliteHealth, str] = {
-    "ok": "OK",
-    "stale": "Stale (no success for over a day)",
-    "failing": "Failing",
-    "never": "Never synced",
+SATELLITE_HEALTH_LABELS: dict[SatelliteHealth, StrOrPromise] = {
+    "ok": _("OK"),
+    "stale": _("Stale (no success for over a day)"),
+    "failing": _("Failing"),
+    "never": _("Never synced"),
 }
 
 

@@ -16,6 +16,7 @@ from django.db import DatabaseError, transaction
 from django.db.models import Model
 from django.utils import timezone
 from django.utils.text import capfirst
+from django.utils.translation import gettext_lazy as _
 from django.utils.translation import gettext_noop
 
 from msupply.acting_user import Actor, user_name
@@ -37,7 +38,7 @@ from .selectors import preferences_get
 
 logger = logging.getLogger(__name__)
 
-ROLE_CHANGE_REENTER_HINT = (
+ROLE_CHANGE_REENTER_HINT = _(
     "A satellite enrols with the master with the shared sync password, and this server does not "
     "keep it: enter the password again."
 )
@@ -153,7 +154,11 @@ def preferences_update(
     if key is not None:
         if preferences.is_master or not keys.KEY_PATTERN.fullmatch(key):
             raise ValidationError(
-                {"key": "A key is installed on a satellite only, exactly as the master printed it."}
+                {
+                    "key": _(
+                        "A key is installed on a satellite only, exactly as the master printed it."
+                    )
+                }
             )
         preferences.sync_key = key
     preferences.save()

@@ -3,6 +3,7 @@
 from collections import Counter
 
 from django.http import HttpRequest, HttpResponse
+from django.utils.translation import gettext as _
 
 from msupply.tables import Column, ReportTable, report_render, report_view
 from stores.reports import report_scope
@@ -17,18 +18,18 @@ def sync_status_report(request: HttpRequest) -> HttpResponse:
     statuses = satellite_statuses(scope=scope)
     table = ReportTable(
         [
-            Column("Sync ID", "number"),
-            Column("Satellite"),
-            Column("Store"),
-            Column("Store name"),
-            Column("Last contact", "datetime"),
-            Column("Last successful sync", "datetime"),
-            Column("How long ago"),
-            Column("Status"),
-            Column("Records received", "number"),
-            Column("Last error"),
-            Column("Failure streak", "number"),
-            Column("Last failed", "datetime"),
+            Column(_("Sync ID"), "number"),
+            Column(_("Satellite")),
+            Column(_("Store")),
+            Column(_("Store name")),
+            Column(_("Last contact"), "datetime"),
+            Column(_("Last successful sync"), "datetime"),
+            Column(_("How long ago")),
+            Column(_("Status")),
+            Column(_("Records received"), "number"),
+            Column(_("Last error")),
+            Column(_("Failure streak"), "number"),
+            Column(_("Last failed"), "datetime"),
         ]
     )
     for status in statuses:
@@ -54,7 +55,7 @@ def sync_status_report(request: HttpRequest) -> HttpResponse:
     return report_render(
         request,
         template="reports/sync_status.html",
-        title="Sync status",
+        title=_("Sync status"),
         scope=scope,
         table=table,
         filename="sync-status.csv",

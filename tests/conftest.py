@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from msupply.i18n import translations_compile
 from sync.services import preferences_update
 
 
@@ -45,3 +46,8 @@ def browser() -> Iterator[Any]:
         )
         yield browser
         browser.close()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Compile the translations, as bin/setup does, so a changed .po is what the tests see."""
+    translations_compile()
