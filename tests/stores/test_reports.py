@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from django.test import Client
 from django.urls import reverse
-from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils import formats, timezone
 
 from stores import services
 from stores.models import Item, Name, Store, Transaction, TransactionLine
@@ -98,8 +99,8 @@ def csv_rows(content: bytes) -> list[list[str]]:
 
 
 def as_csv_text(shown: str) -> str:
-    """What the CSV holds for a cell the page shows as `shown`."""
-    shown = shown.removeprefix("Week of ")
+    """What the CSV holds for a cell the page shows as `shown` (dates compared as the page
+    shows them, see as_page_text)."""
     if shown == "—":
         return ""
     if shown.replace(",", "").replace(".", "").lstrip("-").isdigit():
@@ -107,11 +108,23 @@ def as_csv_text(shown: str) -> str:
     return shown
 
 
-def local_minutes(cell: str) -> str:
-    """A CSV date-time cell as the page shows it, to the minute; other cells unchanged."""
-    if cell[10:11] != "T":
-        return cell
-    return datetime.datetime.fromisoformat(cell).strftime("%Y-%m-%d %H:%M")
+def as_page_text(cell: str) -> str:
+    """A CSV cell as the page shows it: an ISO date in the short date format, an ISO date-time
+    in local short date-time format, a week start as "Week of"; other cells unchanged."""
+    try:
+        if cell[10:11] == "T":
+            when = timezone.localtime(datetime.datetime.fromisoformat(cell))
+            return formats.date_format(when, "SHORT_DATETIME_FORMAT")
+        if len(cell) == 10 and cell[4] == "-":
+            return short_date(datetime.date.fromisoformat(cell))
+    except ValueError:
+        pass
+    return cell
+
+
+def short_date(value: datetime.date) -> str:
+    """A date as the report pages show it, in the active language's short format."""
+    return formats.date_format(value, "SHORT_DATE_FORMAT")
 
 
 def dated(**values: Any) -> datetime.date:
@@ -275,8 +288,8 @@ def test_user_without_the_reports_permission_is_refused(client: Client, url: str
 
 def test_reports_index_and_admin_index_link_every_report(reporter: Client) -> None:
     links = [url for name, url in REPORT_URLS.items() if name != "index"]
-    index = reporter.get(REPORT_URLS["index"]).content.decode()
-    admin_index = reporter.get(reverse("admin:index")).content.decode()
+    index = reporter.get(REPORT_URLS["index"]).getvalue().decode()
+    admin_index = reporter.get(reverse("admin:index")).getvalue().decode()
     for url in links:
         assert f'href="{url}"' in index
         assert f'href="{url}"' in admin_index
@@ -285,7 +298,7 @@ def test_reports_index_and_admin_index_link_every_report(reporter: Client) -> No
 
 def test_admin_index_has_no_reports_module_without_the_permission(client: Client) -> None:
     client.force_login(UserFactory(permissions=["stores.view_store"]))
-    page = client.get(reverse("admin:index")).content.decode()
+    page = client.get(reverse("admin:index")).getvalue().decode()
     assert 'id="reports-module"' not in page
     assert REPORT_URLS["stock_on_hand"] not in page
 
@@ -296,7 +309,7 @@ def test_admin_index_has_no_reports_module_without_the_permission(client: Client
 def test_stock_on_hand_equals_the_sum_of_finalised_movements(
     reporter: Client, chain: dict[str, Any]
 ) -> None:
-    rows = csv_rows(reporter.get("/reports/stock-on-hand/?format=csv").content)
+    rows = csv_rows(reporter.get("/reports/stock-on-hand/?format=csv").getvalue())
 
     header, body = rows[0], rows[1:]
     assert header == [
@@ -308,6 +321,7 @@ def test_stock_on_hand_equals_the_sum_of_finalised_movements(
         "Batches",
         "Earliest expiry",
         "Quantity",
+        "Stock-out",
     ]
     stock = {(row[0], row[3]): int(row[7]) for row in body if row[3] not in ("All", "")}
     expected = movements_on_hand()
@@ -320,15 +334,16 @@ def test_stock_on_hand_equals_the_sum_of_finalised_movements(
     }
     # The draft's 999 moved nothing; AMX is in two stores, so it has a total row.
     amox_total = ["AMX", "Amoxicillin 250 mg", "capsule", "All", "2 stores", "3"]
-    assert [*amox_total, str(in_days(10)), "225"] in body
-    assert body[-1] == ["Total", "", "", "", "", "5", "", str(sum(expected.values()))]
+    assert [*amox_total, str(in_days(10)), "225", ""] in body
+    total = ["Total", "", "", "", "", "5", "", str(sum(expected.values())), "0 stock-outs"]
+    assert body[-1] == total
 
 
 def test_stock_on_hand_filters_by_store_item_and_search(
     reporter: Client, chain: dict[str, Any]
 ) -> None:
     def stock(query: str) -> set[tuple[str, str]]:
-        body = csv_rows(reporter.get(f"/reports/stock-on-hand/?format=csv&{query}").content)
+        body = csv_rows(reporter.get(f"/reports/stock-on-hand/?format=csv&{query}").getvalue())
         return {(row[0], row[3]) for row in body[1:-1] if row[3] != "All"}
 
     assert stock("store=S002") == {("AMX", "S002")}
@@ -341,7 +356,7 @@ def test_stock_on_hand_filters_by_store_item_and_search(
 def test_stock_on_hand_charts_the_chosen_item_by_store(
     reporter: Client, chain: dict[str, Any]
 ) -> None:
-    page = reporter.get("/reports/stock-on-hand/?item=AMX").content.decode()
+    page = reporter.get("/reports/stock-on-hand/?item=AMX").getvalue().decode()
 
     chart = page[page.index('<figure class="report-chart">') : page.index("</figure>")]
     assert "S001 Northern Warehouse" in chart
@@ -352,7 +367,7 @@ def test_stock_on_hand_charts_the_chosen_item_by_store(
     # Nothing is fetched from elsewhere: clinics are often offline.
     assert 'src="http' not in page
     assert 'href="http' not in page
-    escaped = reporter.get("/reports/stock-on-hand/?item=PAR").content.decode()
+    escaped = reporter.get("/reports/stock-on-hand/?item=PAR").getvalue().decode()
     assert "Paracetamol &lt;b&gt;500&lt;/b&gt; mg" in escaped
     assert "<b>500</b>" not in escaped
 
@@ -377,7 +392,7 @@ def test_stock_on_hand_pages_hold_whole_items(reporter: Client, chain: dict[str,
 def test_expiring_stock_lists_batches_soonest_first_valued_at_latest_receipt_cost(
     reporter: Client, chain: dict[str, Any]
 ) -> None:
-    rows = csv_rows(reporter.get("/reports/expiring-stock/?format=csv").content)
+    rows = csv_rows(reporter.get("/reports/expiring-stock/?format=csv").getvalue())
 
     assert rows[0] == [
         "Expiry",
@@ -405,16 +420,16 @@ def test_expiring_stock_lists_batches_soonest_first_valued_at_latest_receipt_cos
 def test_expiring_stock_looks_ahead_the_days_asked(reporter: Client, chain: dict[str, Any]) -> None:
     def batches(days: int) -> list[str]:
         download = reporter.get(f"/reports/expiring-stock/?format=csv&days={days}")
-        return [row[6] for row in csv_rows(download.content)[1:-1]]
+        return [row[6] for row in csv_rows(download.getvalue())[1:-1]]
 
     assert batches(0) == ["O1"]
     assert batches(20) == ["O1", "I1"]
     assert batches(365) == ["O1", "I1", "A1", "A2"]
     assert batches(1000) == ["O1", "I1", "A1", "A2", "P1"]
-    page = reporter.get("/reports/expiring-stock/").content.decode()
+    page = reporter.get("/reports/expiring-stock/").getvalue().decode()
     assert 'name="days" value="90"' in page
     assert "latest finalised supplier invoice" in page
-    assert "1 batch</strong> has no finalised supplier invoice" in page
+    assert "<strong>1 batch has no finalised supplier invoice" in page
 
 
 # --- transactions --------------------------------------------------------------------------
@@ -423,7 +438,7 @@ def test_expiring_stock_looks_ahead_the_days_asked(reporter: Client, chain: dict
 def test_transactions_count_and_value_finalised_ones_by_week_store_and_kind(
     reporter: Client, chain: dict[str, Any]
 ) -> None:
-    rows = csv_rows(reporter.get(f"/reports/transactions/{RANGE}&format=csv").content)
+    rows = csv_rows(reporter.get(f"/reports/transactions/{RANGE}&format=csv").getvalue())
 
     body = [row for row in rows[1:] if row[0] != "Total"]
     shown = {
@@ -447,7 +462,7 @@ def test_transactions_filter_by_date_range_store_kind_and_period(
     reporter: Client, chain: dict[str, Any]
 ) -> None:
     def body(query: str) -> list[list[str]]:
-        rows = csv_rows(reporter.get(f"/reports/transactions/?format=csv&{query}").content)
+        rows = csv_rows(reporter.get(f"/reports/transactions/?format=csv&{query}").getvalue())
         return [row for row in rows[1:] if row[0] != "Total"]
 
     first_week = body(f"date_from={MONDAY}&date_to={dated(days=6)}")
@@ -468,23 +483,26 @@ def test_transactions_refuse_a_range_too_long_for_its_period(reporter: Client) -
         "/reports/transactions/?date_from=2025-01-01&date_to=2026-01-01&period=day"
     )
     assert response.status_code == 200
-    assert "That range has more than 120 days" in response.content.decode()
-    assert page_table(response.content).body == []
+    assert "That range has more than 120 days" in response.getvalue().decode()
+    assert page_table(response.getvalue()).body == []
     backwards = reporter.get("/reports/transactions/?date_from=2026-02-01&date_to=2026-01-01")
-    assert "The From date is after the To date." in backwards.content.decode()
+    assert "The From date is after the To date." in backwards.getvalue().decode()
 
 
 def test_transactions_chart_plots_each_kind_over_every_period(
     reporter: Client, chain: dict[str, Any]
 ) -> None:
-    page = reporter.get(f"/reports/transactions/{RANGE}").content.decode()
+    page = reporter.get(f"/reports/transactions/{RANGE}").getvalue().decode()
 
     chart = page[page.index('<figure class="report-chart">') : page.index("</figure>")]
     assert chart.count("<polyline") == 3
     # Three weeks, each a point on each line.
     assert chart.count("<circle") == 9
-    assert f"{Transaction.Kind.SUPPLIER_INVOICE.label}, {dated(days=7)}: 29</title>" in chart
-    assert f"{Transaction.Kind.CUSTOMER_INVOICE.label}, {dated(days=14)}: 13.50</title>" in chart
+    week_2, week_3 = short_date(dated(days=7)), short_date(dated(days=14))
+    assert f"{Transaction.Kind.SUPPLIER_INVOICE.label}, {week_2}: 29</title>" in chart
+    assert f"{Transaction.Kind.CUSTOMER_INVOICE.label}, {week_3}: 13.50</title>" in chart
+    # Whole weeks: nothing is labelled partial.
+    assert "partial" not in chart
 
 
 # --- CSV equals the table ------------------------------------------------------------------
@@ -509,20 +527,24 @@ def test_csv_download_holds_the_table_with_the_same_filters(
         records_received=12,
     )
     page = reporter.get(url)
-    table = page_table(page.content)
+    table = page_table(page.getvalue())
     query = url.partition("?")[2]
     link = f"?{query}&format=csv" if query else "?format=csv"
-    assert f'href="{link.replace("&", "&amp;")}"' in page.content.decode()
+    assert f'href="{link.replace("&", "&amp;")}"' in page.getvalue().decode()
 
     download = reporter.get(f"{url}{'&' if query else '?'}format=csv")
 
     assert download["Content-Type"] == "text/csv; charset=utf-8"
     assert download["Content-Disposition"].startswith("attachment; filename=")
-    rows = csv_rows(download.content)
+    rows = csv_rows(download.getvalue())
     assert rows[0] == table.header
     assert table.body
     shown = [[as_csv_text(cell) for cell in row] for row in [*table.body, *table.footer]]
-    written = [[local_minutes(cell) for cell in row] for row in rows[1:]]
+    written = [[as_page_text(cell) for cell in row] for row in rows[1:]]
+    if "transactions" in url:
+        # The period column reads "Week of <date>" on the page.
+        for row in written[: len(table.body)]:
+            row[0] = _("Week of %(date)s") % {"date": row[0]}
     for shown_row, written_row in zip(shown, written, strict=True):
         if shown_row[1] == "expired":
             # Days left reads "expired" on the page; the CSV keeps the negative number.
@@ -539,8 +561,8 @@ def test_csv_quotes_text_that_starts_like_a_formula_but_keeps_negative_numbers(
     item = services.item_create(code=f"{start}X1", name=f"{start}SUM(1+1)", unit="tablet")
     StockLineFactory(store=store, item=item, batch=f"{start}B1", expiry=in_days(-5), quantity=7)
 
-    stock = csv_rows(reporter.get("/reports/stock-on-hand/?format=csv").content)
-    expiring = csv_rows(reporter.get("/reports/expiring-stock/?format=csv").content)
+    stock = csv_rows(reporter.get("/reports/stock-on-hand/?format=csv").getvalue())
+    expiring = csv_rows(reporter.get("/reports/expiring-stock/?format=csv").getvalue())
 
     assert stock[1][:2] == [f"'{start}X1", f"'{start}SUM(1+1)"]
     batch = expiring[1]
@@ -573,7 +595,7 @@ def test_sync_status_shows_each_satellite_with_its_store_and_stale_warnings(
     SyncExchangeFactory(sync_id=4)
 
     page = reporter.get("/reports/sync-status/")
-    rows = csv_rows(reporter.get("/reports/sync-status/?format=csv").content)
+    rows = csv_rows(reporter.get("/reports/sync-status/?format=csv").getvalue())
 
     assert rows[0] == [
         "Sync ID",
@@ -603,7 +625,7 @@ def test_sync_status_shows_each_satellite_with_its_store_and_stale_warnings(
     assert by_id["3"][10:12] == ["0", ""]
     assert by_id["5"][5:7] == ["", "never"]
     assert [by_id[key][8] for key in "2345"] == ["200", "300", "400", "500"]
-    html = page.content.decode()
+    html = page.getvalue().decode()
     warnings = html[html.index('id="stale-warnings"') :]
     assert "satellite3 (store S003) last synced successfully 2\xa0days ago" in warnings
     assert "satellite5 (store S005) has never synced successfully" in warnings
@@ -656,10 +678,10 @@ def satellite_of_island(db: None) -> dict[str, Any]:
 def test_satellite_reports_show_only_its_own_store(
     reporter: Client, satellite_of_island: dict[str, Any], url: str
 ) -> None:
-    page = reporter.get(url).content.decode()
+    page = reporter.get(url).getvalue().decode()
     query = url.partition("?")[2]
     csv_url = f"{url}{'&' if query else '?'}format=csv"
-    downloads = [] if url == "/reports/" else [reporter.get(csv_url).content.decode()]
+    downloads = [] if url == "/reports/" else [reporter.get(csv_url).getvalue().decode()]
 
     assert "Store S002 — this satellite&#x27;s own store only" in page
     for content in [page, *downloads]:
@@ -677,15 +699,15 @@ def test_satellite_refuses_another_stores_filter(
 ) -> None:
     page = reporter.get("/reports/stock-on-hand/?store=S001")
 
-    assert "Select a valid choice" in page.content.decode()
-    assert "NORTH-BATCH" not in page.content.decode()
-    assert page_table(page.content).body == []
+    assert "Select a valid choice" in page.getvalue().decode()
+    assert "NORTH-BATCH" not in page.getvalue().decode()
+    assert page_table(page.getvalue()).body == []
 
 
 def test_satellite_before_its_first_sync_shows_no_data(reporter: Client, satellite: int) -> None:
     StockLineFactory(batch="SOMEONE-ELSES")
 
-    page = reporter.get("/reports/stock-on-hand/").content.decode()
+    page = reporter.get("/reports/stock-on-hand/").getvalue().decode()
 
     assert "this satellite has not synced with the master" in page
     assert "SOMEONE-ELSES" not in page
@@ -701,7 +723,7 @@ def test_sync_with_admin_shows_the_same_staleness_badges(client: Client) -> None
         )
     SyncPeerFactory(sync_id=4, store_code=StoreFactory().code)
 
-    page = client.get(reverse("admin:sync_syncpeer_changelist")).content.decode()
+    page = client.get(reverse("admin:sync_syncpeer_changelist")).getvalue().decode()
 
     assert 'class="sync-badge sync-warning" title="More than a day ago"' in page
     assert 'class="sync-badge sync-error" title="More than three days ago"' in page
