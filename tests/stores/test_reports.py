@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from django.test import Client
 from django.urls import reverse
-from django.utils.translation import gettext as _
 from django.utils import formats, timezone
+from django.utils.translation import gettext as _
 
 from stores import services
 from stores.models import Item, Name, Store, Transaction, TransactionLine
