@@ -555,7 +555,7 @@ def _next_start(start: datetime.date, period: Period) -> datetime.date:
     return start + datetime.timedelta(days=7 if period == Period.WEEK else 1)
 
 
-def _period_starts(
+def period_starts(
     date_from: datetime.date, date_to: datetime.date, period: Period
 ) -> list[datetime.date]:
     """Every period touching `date_from`..`date_to`, so quiet periods show as zero."""
@@ -736,7 +736,7 @@ def transaction_totals(
                 value=sum((row.value for row in of_kind), Decimal("0.00")),
             )
         )
-    starts = _period_starts(date_from, date_to, period)
+    starts = period_starts(date_from, date_to, period)
     return TransactionTotals(
         period=period,
         periods=starts,

@@ -266,9 +266,11 @@ CHART_STORES = 6
 def expiring_chart(expiring: reports.ExpiringStock, *, today: datetime.date) -> Any:
     """Value expiring per month by store (the largest apart, the rest together), the last month
     marked partial when the look-ahead ends inside it."""
-    months = sorted({month.month for month in expiring.by_month})
-    if not months:
+    if not expiring.by_month:
         return None
+    # Every month from the first expiry (or this month) to the look-ahead's end, quiet ones too.
+    first = min(expiring.by_month[0].month, today.replace(day=1))
+    months = reports.period_starts(first, expiring.until, Period.MONTH)
     value_of: dict[str, Any] = {}
     for month in expiring.by_month:
         name = f"{month.store_code} {month.store_name}"

@@ -3,6 +3,7 @@
 import csv
 import datetime
 import io
+import re
 from collections import defaultdict
 from decimal import Decimal
 from html.parser import HTMLParser
@@ -14,7 +15,7 @@ from django.urls import reverse
 from django.utils import formats, timezone
 from django.utils.translation import gettext as _
 
-from stores import services
+from stores import reports, services
 from stores.models import Item, Name, Store, Transaction, TransactionLine
 from sync.models import SyncPeer
 from sync.services import peer_save, preferences_update
@@ -730,3 +731,243 @@ def test_sync_with_admin_shows_the_same_staleness_badges(client: Client) -> None
     assert '<span class="sync-badge sync-error">never</span>' in page
     assert "(2 days ago)" in page
     assert "(4 days ago)" in page
+
+
+# --- stock-outs ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sold_out(chain: dict[str, Any]) -> dict[str, Any]:
+    """The chain, then S001 issues all its PAR and adjusts out all its ORS, S002 issues all its
+    AMX: S001 is out of PAR and ORS, S002 of AMX; S002 never stocked PAR or ORS."""
+    north, island = chain["north"], chain["island"]
+    customer = Name.objects.get(code="CUS")
+    finalised(
+        north,
+        Transaction.Kind.CUSTOMER_INVOICE,
+        dated(days=16),
+        line(chain["para"], "P1", in_days(400), 380, sell_price="0.20"),
+        name=customer,
+    )
+    finalised(
+        north,
+        Transaction.Kind.INVENTORY_ADJUSTMENT,
+        dated(days=16),
+        line(chain["ors"], "O1", in_days(-3), -15),
+        name=customer,
+    )
+    finalised(
+        island,
+        Transaction.Kind.CUSTOMER_INVOICE,
+        dated(days=17),
+        line(chain["amox"], "I1", in_days(10), 50, sell_price="0.45"),
+        name=customer,
+    )
+    return chain
+
+
+def test_stock_on_hand_shows_stock_outs_with_quantity_zero(
+    reporter: Client, sold_out: dict[str, Any]
+) -> None:
+    rows = csv_rows(reporter.get("/reports/stock-on-hand/?format=csv").getvalue())
+
+    body = {(row[0], row[3]): row for row in rows[1:-1] if row[3] != "All"}
+    # Sold out: shown with 0, no batch on hand, no earliest expiry, marked as a stock-out.
+    for key in [("PAR", "S001"), ("ORS", "S001"), ("AMX", "S002")]:
+        assert body[key][5:] == ["0", "", "0", "Stock-out"]
+    # Never stocked there: not a stock-out, not shown.
+    assert ("PAR", "S002") not in body
+    assert ("ORS", "S002") not in body
+    # Still held: no mark.
+    assert body[("AMX", "S001")][7:] == ["175", ""]
+    # The stock-outs equal what the movements leave at zero among the pairs ever stocked.
+    stocked = {
+        (record.item.code, record.transaction.store.code)
+        for record in TransactionLine.objects.filter(
+            transaction__status=Transaction.Status.FINALISED
+        ).select_related("item", "transaction__store")
+    }
+    on_hand = movements_on_hand()
+    assert {key for key, row in body.items() if row[8]} == stocked - set(on_hand)
+    assert rows[-1][-1] == "3 stock-outs"
+
+    page = reporter.get("/reports/stock-on-hand/").getvalue().decode()
+    assert '<tr class="stock-out">' in page
+    assert '<td class="stock-out-badge">Stock-out</td>' in page
+
+
+def test_only_stock_outs_filter_is_kept_in_the_url_and_the_csv(
+    reporter: Client, sold_out: dict[str, Any]
+) -> None:
+    page = reporter.get("/reports/stock-on-hand/?stock_outs=on")
+    html = page.getvalue().decode()
+    table = page_table(page.getvalue())
+
+    assert re.search(r'<input type="checkbox" name="stock_outs"[^>]* checked>', html)
+    assert {(row[0], row[3]) for row in table.body if row[3] != "All"} == {
+        ("ORS", "S001"),
+        ("PAR", "S001"),
+        ("AMX", "S002"),
+    }
+    assert 'href="?stock_outs=on&amp;format=csv"' in html
+    rows = csv_rows(reporter.get("/reports/stock-on-hand/?stock_outs=on&format=csv").getvalue())
+    assert [(row[0], row[3], row[7], row[8]) for row in rows[1:-1] if row[3] != "All"] == [
+        ("AMX", "S002", "0", "Stock-out"),
+        ("ORS", "S001", "0", "Stock-out"),
+        ("PAR", "S001", "0", "Stock-out"),
+    ]
+    # The filters combine: one store's stock-outs only.
+    one_store = csv_rows(
+        reporter.get("/reports/stock-on-hand/?stock_outs=on&store=S002&format=csv").getvalue()
+    )
+    assert [(row[0], row[3]) for row in one_store[1:-1]] == [("AMX", "S002")]
+
+
+def test_stock_outs_are_counted_per_store(reporter: Client, sold_out: dict[str, Any]) -> None:
+    stock = reports.stock_on_hand(scope=reports.ReportScope(is_master=True), page=None)
+
+    assert stock.stock_outs_by_store == [
+        reports.StoreStockOuts(store_code="S001", store_name="Northern Warehouse", stock_outs=2),
+        reports.StoreStockOuts(store_code="S002", store_name="Island Clinic", stock_outs=1),
+    ]
+    assert stock.total_stock_outs == 3
+    # The count equals the rows marked on the page, store by store.
+    marked: dict[str, int] = defaultdict(int)
+    for row in stock.rows:
+        marked[row.store_code] += row.stock_out
+    assert dict(marked) == {"S001": 2, "S002": 1}
+
+    page = reporter.get("/reports/stock-on-hand/").getvalue().decode()
+    counts = page[page.index('id="stock-outs-by-store"') : page.index("</table>")]
+    assert "3 stock-outs under these filters" in counts
+    assert '<td>S001 Northern Warehouse</td><td class="num">2</td>' in counts
+    assert '<td>S002 Island Clinic</td><td class="num">1</td>' in counts
+
+
+def test_no_stock_outs_means_no_marked_rows(reporter: Client, chain: dict[str, Any]) -> None:
+    page = reporter.get("/reports/stock-on-hand/?stock_outs=on")
+
+    assert page_table(page.getvalue()).body == []
+    assert "0 stock-outs under these filters" in page.getvalue().decode()
+
+
+# --- expiring chart ------------------------------------------------------------------------
+
+
+def test_expiring_chart_values_per_month_by_store_equal_the_batches(
+    reporter: Client, chain: dict[str, Any]
+) -> None:
+    # A second batch of AMX in S001's month of A2 adds to the same point.
+    finalised(
+        chain["north"],
+        Transaction.Kind.SUPPLIER_INVOICE,
+        dated(days=12),
+        line(chain["amox"], "A3", in_days(200), 10, cost_price="1.50"),
+        name=Name.objects.get(code="SUP"),
+    )
+    today = timezone.localdate()
+    expiring = reports.expiring_stock(
+        scope=reports.ReportScope(is_master=True), within_days=1000, today=today, page=None
+    )
+    batches = list(expiring.batches)
+    expected: dict[tuple[datetime.date, str], Decimal] = defaultdict(Decimal)
+    for batch in batches:
+        expected[(batch.expiry.replace(day=1), batch.store_code)] += batch.value or Decimal(0)
+    by_month = {(month.month, month.store_code): month.value for month in expiring.by_month}
+    assert by_month == expected
+    a2_month = in_days(200).replace(day=1)
+    # A2: 65 x 0.20 and A3: 10 x 1.50.
+    assert by_month[(a2_month, "S001")] == Decimal("28.00")
+    assert expiring.total_value == sum(expected.values())
+    assert sum(month.batches for month in expiring.by_month) == len(batches) == 6
+
+    page = reporter.get("/reports/expiring-stock/?days=1000").getvalue().decode()
+    chart = page[page.index('<figure class="report-chart">') : page.index("</figure>")]
+    assert "Value at cost expiring per month, by store" in chart
+    month = formats.date_format(a2_month, "YEAR_MONTH_FORMAT")
+    assert f"<title>S001 Northern Warehouse, {month}: 28</title>" in chart
+    assert chart.count("<polyline") + chart.count("chart-partial") >= 2
+    # The look-ahead ends inside its last month, which says so (unless it ends on a month's end).
+    until = today + datetime.timedelta(days=1000)
+    last = until.replace(day=1)
+    days = ((last + datetime.timedelta(days=32)).replace(day=1) - last).days
+    label = formats.date_format(last, "YEAR_MONTH_FORMAT")
+    if until.day < days:
+        assert f"{label} (partial, {until.day} of {days} days)" in chart
+    else:
+        assert "partial" not in chart
+
+
+# --- partial periods -----------------------------------------------------------------------
+
+
+def test_a_range_ending_mid_week_labels_its_last_week_partial(
+    reporter: Client, chain: dict[str, Any]
+) -> None:
+    # Monday of week 1 to Wednesday of week 3: 3 of week 3's 7 days.
+    url = f"/reports/transactions/?date_from={MONDAY}&date_to={dated(days=16)}&period=week"
+    page = reporter.get(url)
+    table = page_table(page.getvalue())
+    html = page.getvalue().decode()
+
+    partial = f"Week of {short_date(dated(days=14))} (partial, 3 of 7 days)"
+    periods = [row[0] for row in table.body]
+    assert partial in periods
+    assert f"Week of {short_date(MONDAY)}" in periods
+    assert f"Week of {short_date(dated(days=7))}" in periods
+    assert [period for period in periods if "partial" in period] == [partial] * periods.count(
+        partial
+    )
+    chart = html[html.index('<figure class="report-chart">') : html.index("</figure>")]
+    assert f'<li class="chart-partial-note">{partial}</li>' in chart
+    # Drawn apart: a hollow point per kind and a dashed line into it.
+    assert chart.count('class="chart-point series-0 chart-partial"') == 1
+    assert 'stroke-dasharray="5 4"' in chart
+    assert f"{short_date(dated(days=14))} (partial)</text>" in chart
+
+
+def test_a_range_starting_mid_week_labels_its_first_week_partial(
+    reporter: Client, chain: dict[str, Any]
+) -> None:
+    # Wednesday of week 1 to Sunday of week 3: 5 of week 1's days; weeks 2 and 3 whole.
+    url = f"/reports/transactions/?date_from={dated(days=2)}&date_to={dated(days=20)}"
+    html = reporter.get(url).getvalue().decode()
+
+    chart = html[html.index('<figure class="report-chart">') : html.index("</figure>")]
+    notes = re.findall(r'<li class="chart-partial-note">([^<]*)</li>', chart)
+    assert notes == [f"Week of {short_date(MONDAY)} (partial, 5 of 7 days)"]
+    periods = [row[0] for row in page_table(html.encode()).body]
+    assert f"Week of {short_date(dated(days=14))}" in periods
+    assert not [period for period in periods if "partial" in period]
+
+
+def test_whole_weeks_and_months_are_not_labelled_partial(
+    reporter: Client, chain: dict[str, Any]
+) -> None:
+    whole_weeks = reporter.get(f"/reports/transactions/{RANGE}&period=week").getvalue().decode()
+    assert "partial" not in whole_weeks.split('id="report-table"')[1]
+    assert "(partial" not in whole_weeks
+
+    october = "/reports/transactions/?date_from=2026-10-01&date_to=2026-10-31&period=month"
+    assert "(partial" not in reporter.get(october).getvalue().decode()
+    part = "/reports/transactions/?date_from=2026-10-01&date_to=2026-10-20&period=month"
+    month = formats.date_format(datetime.date(2026, 10, 1), "YEAR_MONTH_FORMAT")
+    assert f"{month} (partial, 20 of 31 days)" in reporter.get(part).getvalue().decode()
+
+
+def test_period_span_counts_the_days_of_a_period_in_the_range() -> None:
+    span = reports.period_span(
+        dated(days=14), reports.Period.WEEK, date_from=MONDAY, date_to=dated(days=16)
+    )
+    assert (span.days, span.covered, span.partial) == (7, 3, True)
+    whole = reports.period_span(
+        MONDAY, reports.Period.WEEK, date_from=MONDAY, date_to=dated(days=6)
+    )
+    assert (whole.days, whole.covered, whole.partial) == (7, 7, False)
+    february = reports.period_span(
+        datetime.date(2028, 2, 1),
+        reports.Period.MONTH,
+        date_from=datetime.date(2028, 2, 10),
+        date_to=datetime.date(2028, 3, 31),
+    )
+    assert (february.days, february.covered) == (29, 20)
