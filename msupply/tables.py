@@ -13,7 +13,8 @@ from typing import Any, Literal, Protocol
 
 from django.contrib import admin
 from django.contrib.auth.decorators import login_required, permission_required
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.template.response import TemplateResponse
 from django.utils import formats, timezone
 from django.utils.html import escape
@@ -22,7 +23,7 @@ from django.utils.safestring import SafeString, mark_safe
 # Every report page, the sync status page too, is behind the one reports permission.
 REPORT_PERMISSION = "stores.view_reports"
 
-View = Callable[..., HttpResponse]
+View = Callable[..., HttpResponseBase]
 
 
 def report_view(view: View) -> View:
@@ -161,7 +162,7 @@ def _csv_chunks(table: ReportTable) -> Iterator[str]:
         yield buffer.getvalue()
 
 
-def csv_response(*, filename: str, table: ReportTable) -> HttpResponse | StreamingHttpResponse:
+def csv_response(*, filename: str, table: ReportTable) -> StreamingHttpResponse:
     """The table as a CSV download, streamed: heading row, body rows, then the totals rows."""
     response = StreamingHttpResponse(_csv_chunks(table), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
@@ -188,7 +189,7 @@ def report_render(
     table: ReportTable | None = None,
     filename: str = "",
     **context: Any,
-) -> HttpResponse | StreamingHttpResponse:
+) -> HttpResponseBase:
     """The report page in the admin's look, or, with ?format=csv, its table as CSV."""
     if table is not None and wants_csv(request):
         return csv_response(filename=filename, table=table)

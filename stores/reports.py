@@ -512,10 +512,12 @@ def expiring_stock(
     current: Page | None = None
     batches: Any
     if page is None:
-        batches = query.rows(today=today)
+        batches = query.rows(today=today, last=True)
     else:
-        current = Paginator(_Rows(query, count=total_batches, today=today), per_page).get_page(page)
+        rows: Any = _Rows(query, count=total_batches, today=today)
+        current = Paginator(rows, per_page).get_page(page)
         batches = list(current.object_list)
+        query.close()
     return ExpiringStock(
         until=until,
         batches=batches,

@@ -6,7 +6,8 @@ from typing import Any
 
 from django.conf import settings
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
 from django.utils import formats, timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
@@ -45,7 +46,7 @@ def filter_data(request: HttpRequest, defaults: dict[str, str]) -> dict[str, Any
 
 
 @report_view
-def reports_index(request: HttpRequest) -> HttpResponse:
+def reports_index(request: HttpRequest) -> HttpResponseBase:
     """The list of reports."""
     return report_render(
         request, template="reports/index.html", title=_("Reports"), scope=reports.report_scope()
@@ -53,7 +54,7 @@ def reports_index(request: HttpRequest) -> HttpResponse:
 
 
 @report_view
-def stock_on_hand_report(request: HttpRequest) -> HttpResponse:
+def stock_on_hand_report(request: HttpRequest) -> HttpResponseBase:
     """Stock on hand, item by store, stock-outs too, with a chart of the chosen item by store."""
     scope = reports.report_scope()
     form = StockOnHandFilterForm(request.GET, scope=scope)
@@ -172,7 +173,7 @@ def _stock_rows(request: HttpRequest, table: ReportTable, stock: reports.StockOn
 
 
 @report_view
-def expiring_stock_report(request: HttpRequest) -> HttpResponse:
+def expiring_stock_report(request: HttpRequest) -> HttpResponseBase:
     """Batches expiring soon across stores, soonest first, with quantity and value."""
     scope = reports.report_scope()
     form = ExpiringStockFilterForm(filter_data(request, {"days": "90"}), scope=scope)
@@ -322,7 +323,7 @@ def period_text(span: reports.PeriodSpan, period: Period, *, short: bool = False
 
 
 @report_view
-def transactions_report(request: HttpRequest) -> HttpResponse:
+def transactions_report(request: HttpRequest) -> HttpResponseBase:
     """Counts and values of finalised transactions by period, store and kind, over time."""
     scope = reports.report_scope()
     form = TransactionsFilterForm(filter_data(request, transactions_defaults()), scope=scope)
@@ -387,7 +388,7 @@ def transactions_report(request: HttpRequest) -> HttpResponse:
             css="grand-total",
         )
         chart = charts.line_chart(
-            title=TRANSACTIONS_CHART_TITLE[period],
+            title=str(TRANSACTIONS_CHART_TITLE[period]),
             x_labels=[period_text(span, period, short=True) for span in totals.spans],
             series=totals.value_by_period(),
             notes=[period_text(span, period) if span.partial else "" for span in totals.spans],
@@ -420,7 +421,7 @@ TRANSIT_STATUS = {
 
 
 @report_view
-def goods_in_transit_report(request: HttpRequest) -> HttpResponse:
+def goods_in_transit_report(request: HttpRequest) -> HttpResponseBase:
     """Outbound transfers not yet received, longest in transit first, with a chart by receiver."""
     scope = reports.report_scope()
     form = TransitFilterForm(request.GET)
