@@ -16,15 +16,16 @@ from django.db.models import (
     Count,
     Exists,
     F,
+    Max,
     Min,
     OuterRef,
     Q,
     QuerySet,
     Sum,
+    Value,
     When,
-    Window,
 )
-from django.db.models.functions import RowNumber, TruncDay, TruncMonth, TruncWeek
+from django.db.models.functions import Cast, Concat, LPad, TruncDay, TruncMonth, TruncWeek
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
@@ -291,17 +292,20 @@ class ExpiringStock:
     by_month: list[MonthExpiring] = field(default_factory=list)
 
 
-def _receipt_ranks(
+def _latest_receipts(
     *,
     scope: ReportScope,
     expiring: tuple[datetime.date, datetime.date],
     store: Store | None,
     item_filter: Q,
 ) -> QuerySet:
-    """Finalised receipts of batches expiring within `expiring`, ranked latest first by batch."""
-    # Stock lines carry no price, so a batch is valued at what its store last paid for it. One
-    # windowed query ranks the receipts: a correlated subquery per stock line took 78 s on the
-    # benchmark, because a batch number recurs in every store that received it.
+    """Each batch expiring within `expiring` with its store's latest finalised receipt of it, as
+    one text: the receipt's date, its number (10 digits) and then the cost price."""
+    # Stock lines carry no price, so a batch is valued at what its store last paid for it. A
+    # correlated subquery per stock line took 78 s on the benchmark (a batch number recurs in
+    # every store that received it) and ranking the receipts with a window sorted all ~330,000
+    # of them; the greatest (date, number, cost) text per batch is one hashed grouping, about
+    # twice as fast, and the same on PostgreSQL and SQLite.
     receipts = _scoped(
         TransactionLine.objects.filter(
             item_filter,
@@ -314,19 +318,33 @@ def _receipt_ranks(
     )
     if store is not None:
         receipts = receipts.filter(transaction__store=store)
+    text = models.CharField()
     # order_by() drops the lines' default ordering, which would join stores and items to sort.
-    return receipts.order_by().values(
-        c_store=F("transaction__store_id"),
-        c_item=F("item_id"),
-        c_batch=F("batch"),
-        c_expiry=F("expiry"),
-        c_cost=F("cost_price"),
-        c_rank=Window(
-            RowNumber(),
-            partition_by=[F("expiry"), F("batch"), F("item_id"), F("transaction__store_id")],
-            order_by=[F("transaction__date").desc(), F("transaction__number").desc()],
-        ),
+    return (
+        receipts.order_by()
+        .values(
+            c_store=F("transaction__store_id"),
+            c_item=F("item_id"),
+            c_batch=F("batch"),
+            c_expiry=F("expiry"),
+        )
+        .annotate(
+            c_latest=Max(
+                Concat(
+                    Cast("transaction__date", text),
+                    LPad(Cast("transaction__number", text), RECEIPT_NUMBER_DIGITS, Value("0")),
+                    Cast("cost_price", text),
+                    output_field=text,
+                )
+            )
+        )
     )
+
+
+# Transaction numbers are positive integers below 10^10 (PositiveIntegerField).
+RECEIPT_NUMBER_DIGITS = 10
+# Where the cost starts in the latest receipt's text: after the ISO date and the number.
+RECEIPT_COST_AT = 10 + RECEIPT_NUMBER_DIGITS + 1
 
 
 def _as_date(value: Any) -> datetime.date:
@@ -376,9 +394,10 @@ class _ExpiringQuery:
             cursor.execute(f"DROP TABLE IF EXISTS {self.TABLE}")
             # Both halves are the ORM's compiled SQL, with every value left as a parameter.
             joined = (
-                f"CREATE TEMPORARY TABLE {self.TABLE} AS SELECT s.*, c.c_cost "  # noqa: S608
-                f"FROM ({stock_sql}) s LEFT JOIN ({ranks_sql}) c ON c.c_rank = 1 "
-                "AND c.c_store = s.s_store AND c.c_item = s.s_item AND c.c_batch = s.s_batch "
+                f"CREATE TEMPORARY TABLE {self.TABLE} AS SELECT s.*, "  # noqa: S608
+                f"CAST(SUBSTR(c.c_latest, {RECEIPT_COST_AT}) AS DECIMAL(20, 2)) AS c_cost "
+                f"FROM ({stock_sql}) s LEFT JOIN ({ranks_sql}) c "
+                "ON c.c_store = s.s_store AND c.c_item = s.s_item AND c.c_batch = s.s_batch "
                 "AND c.c_expiry = s.s_expiry"
             )
             cursor.execute(joined, [*stock_params, *ranks_params])
@@ -500,7 +519,7 @@ def expiring_stock(
     earliest = lines.aggregate(earliest=Min("expiry"))["earliest"] or until
     query = _ExpiringQuery(
         lines,
-        _receipt_ranks(
+        _latest_receipts(
             scope=scope,
             expiring=(earliest, until),
             store=store,
