@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from django.conf import settings
 from django.core.paginator import Page, Paginator
@@ -113,9 +113,10 @@ def items_matching(*, search: str = "", limit: int) -> list[Item]:
 # --- Stock on hand -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class StockRow:
+class StockRow(NamedTuple):
     """The stock of one item in one store: its batches, earliest expiry and quantity."""
+
+    # A tuple, not a dataclass: a master's CSV builds one per item and store (30,000 and more).
 
     item_code: str
     item_name: str

@@ -1,7 +1,7 @@
 """Report pages: each parses its filters with a form, calls a selector, renders a table or CSV."""
 
 import datetime
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from django.conf import settings
@@ -83,6 +83,7 @@ def stock_on_hand_report(request: HttpRequest) -> HttpResponseBase:
             page=None if wants_csv(request) else form.cleaned_data["page"] or 1,
         )
         _stock_rows(request, table, stock)
+        _stock_total(table, stock)
         if item is not None:
             chart = charts.bar_chart(
                 title=_("%(item)s: stock on hand by store (%(unit)s)")
@@ -110,14 +111,34 @@ def stock_on_hand_report(request: HttpRequest) -> HttpResponseBase:
 
 def _stock_rows(request: HttpRequest, table: ReportTable, stock: reports.StockOnHand) -> None:
     """Each item's stores, then the item's total when it is in more than one store."""
+    if wants_csv(request):
+        # Values only, written as the download streams: no per-row display to build.
+        table.stream(values for values, _link in _stock_values(stock))
+    else:
+        stock_out = _("Stock-out")
+        links: dict[str, dict[int, str]] = {}
+        for values, subtotal in _stock_values(stock):
+            code = values[0]
+            if code not in links:
+                links[code] = {0: query_with(request, item=code)}
+            out = values[8] == stock_out
+            table.add(
+                values,
+                urls=links[code],
+                css="subtotal" if subtotal else "stock-out" if out else "",
+                classes={8: "stock-out-badge"} if out and not subtotal else {},
+            )
+
+
+def _stock_values(stock: reports.StockOnHand) -> Iterator[tuple[list[Any], bool]]:
+    """Each row's values, and whether it is an item's total over its stores."""
     stock_out = _("Stock-out")
     rows_by_item: dict[str, list[reports.StockRow]] = {}
     for row in stock.rows:
         rows_by_item.setdefault(row.item_code, []).append(row)
     for code, rows in rows_by_item.items():
-        link = {0: query_with(request, item=code)}
         for row in rows:
-            table.add(
+            yield (
                 [
                     row.item_code,
                     row.item_name,
@@ -127,17 +148,15 @@ def _stock_rows(request: HttpRequest, table: ReportTable, stock: reports.StockOn
                     row.batches,
                     row.earliest_expiry,
                     row.quantity,
-                    stock_out if row.stock_out else "",
+                    stock_out if row.quantity == 0 else "",
                 ],
-                urls=link,
-                css="stock-out" if row.stock_out else "",
-                classes={8: "stock-out-badge"} if row.stock_out else {},
+                False,
             )
         if len(rows) > 1:
             first = rows[0]
             expiries = [row.earliest_expiry for row in rows if row.earliest_expiry]
             outs = sum(row.stock_out for row in rows)
-            table.add(
+            yield (
                 [
                     code,
                     first.item_name,
@@ -152,9 +171,11 @@ def _stock_rows(request: HttpRequest, table: ReportTable, stock: reports.StockOn
                     if outs
                     else "",
                 ],
-                css="subtotal",
-                urls=link,
+                True,
             )
+
+
+def _stock_total(table: ReportTable, stock: reports.StockOnHand) -> None:
     table.add(
         [
             _("Total"),
