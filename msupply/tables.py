@@ -182,11 +182,29 @@ def _csv_chunks(table: ReportTable) -> Iterator[str]:
     writer = csv.writer(buffer)
     writer.writerow(column.label for column in table.columns)
     writers = [column.csv_writer() for column in table.columns]
-    rows = itertools.chain(table.streamed, (row.values for row in [*table.rows, *table.footer]))
+    # Streamed rows hold what the database read: numbers and dates, which the csv module writes
+    # as they are (None as empty, a date as ISO), so only text and times need a function; the
+    # body and totals rows may carry labels anywhere and go through every column's writer.
+    cells = [
+        (index, column.csv_writer())
+        for index, column in enumerate(table.columns)
+        if column.kind in ("text", "datetime")
+    ]
+
+    def streamed(values: Sequence[Any]) -> list[Any]:
+        row = list(values)
+        for index, write in cells:
+            row[index] = write(row[index])
+        return row
+
+    def written(values: Sequence[Any]) -> list[Any]:
+        return [write(value) for write, value in zip(writers, values, strict=True)]
+
+    rows = itertools.chain(
+        map(streamed, table.streamed), (written(row.values) for row in [*table.rows, *table.footer])
+    )
     while chunk := list(itertools.islice(rows, CSV_CHUNK_ROWS)):
-        writer.writerows(
-            [write(value) for write, value in zip(writers, values, strict=True)] for values in chunk
-        )
+        writer.writerows(chunk)
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()

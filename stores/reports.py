@@ -244,9 +244,10 @@ def stock_on_hand(
 # --- Expiring stock ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ExpiringBatch:
+class ExpiringBatch(NamedTuple):
     """One batch on hand in one store that expires soon, with its value at cost."""
+
+    # A tuple, not a dataclass: a year's CSV builds 50,000 of them.
 
     store_code: str
     store_name: str
@@ -350,16 +351,18 @@ RECEIPT_COST_AT = 10 + RECEIPT_NUMBER_DIGITS + 1
 
 def _as_date(value: Any) -> datetime.date:
     """A date from a raw cursor: SQLite hands back text, PostgreSQL a date or a timestamp."""
+    if type(value) is datetime.date:
+        return value
     if isinstance(value, datetime.datetime):
         return value.date()
-    if isinstance(value, datetime.date):
-        return value
     return datetime.date.fromisoformat(str(value)[:10])
 
 
 def _as_money(value: Any) -> Decimal | None:
     """An amount from a raw cursor to the cent (SQLite hands back floats), None left as None."""
-    return None if value is None else Decimal(str(value)).quantize(CENT)
+    if value is None:
+        return None
+    return (value if isinstance(value, Decimal) else Decimal(str(value))).quantize(CENT)
 
 
 class _ExpiringQuery:
