@@ -236,7 +236,7 @@ def time_reports(*, repeats: int) -> list[dict[str, Any]]:
         (
             "transactions_year_by_month",
             f"/reports/transactions/?date_from={year_ago}&date_to={today}&period=month",
-            True,
+            False,
         ),
         ("goods_in_transit", "/reports/goods-in-transit/", True),
         ("sync_status", "/reports/sync-status/", True),
