@@ -1,13 +1,17 @@
-"""Reports benchmark: 63 stores x 20,000 transaction lines on PostgreSQL, each report timed.
+"""Reports benchmark: 63 stores x 20,000 transaction lines, each report timed.
 
-Makes a scratch database of its own (msupply.sites.Site), migrates it, bulk-inserts finalised
-transactions with stock lines consistent with them, then renders every report with Django's test
-Client as a superuser: the full HTML page and its CSV, first with the filters a first visit
-gets (the goal: < 1 s each), then with heavier filters. Prints one JSON line per report and
-variant with the median seconds of the timed runs, the queries it ran and the goal, then a
-summary; exits non-zero when a report with its first-visit filters misses the goal.
+Makes a scratch database of its own (msupply.sites.Site: PostgreSQL when DATABASE_URL names a
+PostgreSQL server, else an SQLite file), migrates it, bulk-inserts finalised transactions with
+stock lines consistent with them and some sold out (stock-outs), then requests every report
+through Django's whole request handler (middleware, view, template, the full body read, a
+streamed CSV to its last byte) as a superuser: the HTML page and its CSV. Every report must
+answer in under 1 s (the goal), expiring stock over 365 days and its CSV included; heavier
+variants (one item, a search, a year by day) are timed too and flagged, not failed. Prints one
+JSON line per report and variant with the median seconds of the timed runs, the queries it ran,
+met or missed and the load average, then a summary; exits non-zero when a report misses.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/msupply .venv/bin/python bench/reports_bench.py
+    .venv/bin/python bench/reports_bench.py   # SQLite
 """
 
 import argparse
@@ -36,6 +40,8 @@ LINES_PER_TRANSACTION = 10
 # Batches a store holds of one item at a time: receipts of an item rotate through them.
 BATCHES_PER_ITEM = 4
 DAYS_OF_HISTORY = 365
+# Share of issues that take a batch's whole quantity.
+SELL_OUT = 0.2
 
 
 def seed(*, stores: int, lines: int, items: int, seed: int) -> dict[str, int]:
@@ -45,14 +51,19 @@ def seed(*, stores: int, lines: int, items: int, seed: int) -> dict[str, int]:
     from django.utils import timezone
 
     from stores.models import Item, Name, Store
+    from sync.capture import triggers_remove_sqlite
     from sync.models import PeerState, SyncPeer
 
     rng = random.Random(seed)
     today = timezone.localdate()
-    with connection.cursor() as cursor:
-        # The change-log triggers would add a row per record; reports never read the change log,
-        # so the set-up skips them (session_replication_role needs a superuser, as postgres is).
-        cursor.execute("SET session_replication_role = replica")
+    # The change-log triggers would add a row per record; reports never read the change log,
+    # so the set-up skips them (session_replication_role needs a superuser, as postgres is; a
+    # scratch SQLite file simply loses them).
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET session_replication_role = replica")
+    else:
+        triggers_remove_sqlite(sender=None)
     store_records = [
         Store(code=f"S{number:03d}", name=f"Health Centre {number}")
         for number in range(1, stores + 1)
@@ -93,8 +104,9 @@ def seed(*, stores: int, lines: int, items: int, seed: int) -> dict[str, int]:
         created = _store_history(store, item_records, suppliers, customers, lines, rng, today)
         for key, value in created.items():
             counts[key] += value
-    with connection.cursor() as cursor:
-        cursor.execute("SET session_replication_role = DEFAULT")
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET session_replication_role = DEFAULT")
     return counts
 
 
@@ -134,7 +146,10 @@ def _store_history(
         if issue:
             on_hand = [key for key, quantity in stock.items() if quantity > 1]
             for key in rng.sample(on_hand, min(len(on_hand), LINES_PER_TRANSACTION)):
-                quantity = rng.randint(1, stock[key] // 2)
+                # Now and then a batch sells out, so some items run out: stock-outs to report.
+                quantity = (
+                    stock[key] if rng.random() < SELL_OUT else rng.randint(1, stock[key] // 2)
+                )
                 stock[key] -= quantity
                 transaction_lines.append(
                     TransactionLine(
@@ -180,6 +195,10 @@ def vacuum_analyze() -> None:
     from django.db import connection
 
     connection.ensure_connection()
+    if connection.vendor == "sqlite":
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE")
+        return
     raw = connection.connection
     previous = raw.autocommit
     raw.autocommit = True
@@ -188,8 +207,12 @@ def vacuum_analyze() -> None:
     raw.autocommit = previous
 
 
+def _load() -> list[float]:
+    return [round(load, 2) for load in os.getloadavg()]
+
+
 def time_reports(*, repeats: int) -> list[dict[str, Any]]:
-    """Render each report (HTML and CSV) `repeats` times after a warm-up; one result each."""
+    """Request each report (HTML and CSV) `repeats` times after a warm-up; one result each."""
     from django.contrib.auth import get_user_model
     from django.db import connection
     from django.test import Client
@@ -203,20 +226,22 @@ def time_reports(*, repeats: int) -> list[dict[str, Any]]:
     busiest = StockLine.objects.values_list("item__code", flat=True).order_by("item__code").first()
     today = timezone.localdate()
     year_ago = today - datetime.timedelta(days=DAYS_OF_HISTORY - 1)
-    # Each report as a first visit opens it (the goal), then heavier filters a manager may pick.
+    # (name, URL, held to the goal): every report a manager opens, then heavier variants.
     reports = [
         ("stock_on_hand", "/reports/stock-on-hand/", True),
+        ("stock_on_hand_only_stock_outs", "/reports/stock-on-hand/?stock_outs=on", True),
         ("expiring_stock", "/reports/expiring-stock/", True),
-        ("transactions", "/reports/transactions/", True),
-        ("sync_status", "/reports/sync-status/", True),
-        ("stock_on_hand_one_item", f"/reports/stock-on-hand/?item={busiest}", False),
-        ("stock_on_hand_search", "/reports/stock-on-hand/?q=medicine+1", False),
-        ("expiring_stock_one_year", "/reports/expiring-stock/?days=365", False),
+        ("expiring_stock_365_days", "/reports/expiring-stock/?days=365", True),
+        ("transactions_with_chart", "/reports/transactions/", True),
         (
             "transactions_year_by_month",
             f"/reports/transactions/?date_from={year_ago}&date_to={today}&period=month",
             False,
         ),
+        ("goods_in_transit", "/reports/goods-in-transit/", True),
+        ("sync_status", "/reports/sync-status/", True),
+        ("stock_on_hand_one_item", f"/reports/stock-on-hand/?item={busiest}", False),
+        ("stock_on_hand_search", "/reports/stock-on-hand/?q=medicine+1", False),
         (
             "transactions_120_days_by_day",
             f"/reports/transactions/?date_from={today - datetime.timedelta(days=119)}"
@@ -225,34 +250,40 @@ def time_reports(*, repeats: int) -> list[dict[str, Any]]:
         ),
     ]
     results = []
-    for name, url, default in reports:
+    for name, url, goal in reports:
         for variant in ("html", "csv"):
             target = url if variant == "html" else f"{url}{'&' if '?' in url else '?'}format=csv"
             runs = []
             for run in range(repeats + 1):
                 with CaptureQueriesContext(connection) as queries:
                     start = time.perf_counter()
-                    response = client.get(target)
-                    content = response.content
+                    # secure: production answers over HTTPS and redirects plain HTTP.
+                    response = client.get(target, secure=True)
+                    content = response.getvalue()  # a streamed CSV to its last byte
                     elapsed = time.perf_counter() - start
                 assert response.status_code == 200, (target, response.status_code)
                 if run:  # the first run warms caches and is not counted
                     runs.append(elapsed)
             seconds = statistics.median(runs)
-            results.append(
-                {
-                    "report": name,
-                    "variant": variant,
-                    "default_filters": default,
-                    "url": target,
-                    "seconds": round(seconds, 3),
-                    "max_seconds": round(max(runs), 3),
-                    "queries": len(queries),
-                    "bytes": len(content),
-                    "goal_seconds": GOAL_SECONDS,
-                    "ok": seconds < GOAL_SECONDS,
-                }
-            )
+            result = {
+                "report": name,
+                "variant": variant,
+                "held_to_goal": goal,
+                "url": target,
+                "seconds": round(seconds, 3),
+                "max_seconds": round(max(runs), 3),
+                "runs": len(runs),
+                "queries": len(queries),
+                "bytes": len(content),
+                "goal_seconds": GOAL_SECONDS,
+                "goal": "met" if seconds < GOAL_SECONDS else "missed",
+                "ok": seconds < GOAL_SECONDS,
+                # Other work on the machine slows every figure; this says how busy it was.
+                "load_average": _load(),
+                "database": connection.vendor,
+            }
+            print(json.dumps(result), flush=True)
+            results.append(result)
     return results
 
 
@@ -273,27 +304,25 @@ def bench(*, database_url: str, options: argparse.Namespace, fresh: bool) -> lis
         seconds = round(time.perf_counter() - start, 1)
         print(json.dumps({"setup": "seeded", **counts, "seconds": seconds}), flush=True)
     results = time_reports(repeats=options.repeats)
-    for result in results:
-        print(json.dumps(result), flush=True)
     slow = [
-        f"{result['report']} ({result['variant']})"
+        f"{result['report']} ({result['variant']}): {result['seconds']} s"
         for result in results
-        if result["default_filters"] and not result["ok"]
+        if result["held_to_goal"] and not result["ok"]
     ]
     heavy = [
         f"{result['report']} ({result['variant']}): {result['seconds']} s"
         for result in results
-        if not result["default_filters"] and not result["ok"]
+        if not result["held_to_goal"] and not result["ok"]
     ]
     print(
         json.dumps(
             {
-                "summary": "every report under the goal" if not slow else "too slow",
+                "summary": "goal met: every report under 1 s" if not slow else "goal missed",
+                "database": results[0]["database"] if results else "",
                 "slow": slow,
                 "heavier_filters_over_the_goal": heavy,
                 "goal_seconds": GOAL_SECONDS,
-                # Other work on the machine slows every figure; this says how busy it was.
-                "load_average": [round(load, 2) for load in os.getloadavg()],
+                "load_average": _load(),
                 "cpus": os.cpu_count(),
             }
         )
@@ -317,8 +346,6 @@ def main() -> None:
     options = parser.parse_args()
     # This run's processes run as in production (DEBUG off), which needs a key: a throwaway one.
     os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
-    if not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
-        sys.exit("Set DATABASE_URL to a PostgreSQL server: the benchmark times PostgreSQL.")
     with tempfile.TemporaryDirectory(prefix="reports_bench_") as workdir:
         site = Site("reportsbench", Path(workdir)) if not options.reuse else None
         database_url = options.reuse or (site.database_url if site else "")

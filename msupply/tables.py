@@ -6,22 +6,24 @@ neither imports the other's views.
 
 import csv
 import io
-from collections.abc import Callable, Sequence
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from django.contrib import admin
 from django.contrib.auth.decorators import login_required, permission_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.template.response import TemplateResponse
-from django.utils import timezone
+from django.utils import formats, timezone
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
 # Every report page, the sync status page too, is behind the one reports permission.
 REPORT_PERMISSION = "stores.view_reports"
 
-View = Callable[..., HttpResponse]
+View = Callable[..., HttpResponseBase]
 
 
 def report_view(view: View) -> View:
@@ -53,25 +55,58 @@ class Column:
             return f"{value:,}"
         if self.kind == "money":
             return f"{value:,.2f}"
+        # Dates in the viewer's language's format; the CSV keeps ISO dates for machines.
         if self.kind == "date":
-            return value.isoformat()
+            return formats.date_format(value, "SHORT_DATE_FORMAT")
         if self.kind == "datetime":
-            return timezone.localtime(value).strftime("%Y-%m-%d %H:%M")
+            return formats.date_format(timezone.localtime(value), "SHORT_DATETIME_FORMAT")
         return str(value)
 
     def csv(self, value: Any) -> Any:
         """ISO dates, local ISO times, and text that a spreadsheet will not run as a formula."""
-        if value is None:
-            return ""
-        if isinstance(value, str):
-            # Spreadsheets run cells starting like formulas (CSV injection); quote them as text.
-            # Numbers are never str here, so a negative quantity stays a number.
-            return f"'{value}" if value[:1] in FORMULA_STARTS else value
-        if self.kind == "datetime":
-            return timezone.localtime(value).isoformat()
-        if self.kind == "date":
-            return value.isoformat()
-        return value
+        return self.csv_writer()(value)
+
+    def csv_writer(self) -> Callable[[Any], Any]:
+        """This column's csv() as one function, chosen once per download rather than per cell."""
+        return _CSV_WRITERS[self.kind]
+
+
+def _csv_text(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        # Spreadsheets run cells starting like formulas (CSV injection); quote them as text.
+        # Numbers are never str here, so a negative quantity stays a number.
+        return f"'{value}" if value[:1] in FORMULA_STARTS else value
+    return value
+
+
+def _csv_number(value: Any) -> Any:
+    # A label such as "Total" may stand in any column.
+    if value is None:
+        return ""
+    return _csv_text(value) if isinstance(value, str) else value
+
+
+def _csv_date(value: Any) -> Any:
+    if value is None or isinstance(value, str):
+        return _csv_text(value)
+    return value.isoformat()
+
+
+def _csv_datetime(value: Any) -> Any:
+    if value is None or isinstance(value, str):
+        return _csv_text(value)
+    return timezone.localtime(value).isoformat()
+
+
+_CSV_WRITERS: dict[str, Callable[[Any], Any]] = {
+    "text": _csv_text,
+    "number": _csv_number,
+    "money": _csv_number,
+    "date": _csv_date,
+    "datetime": _csv_datetime,
+}
 
 
 # OWASP's CSV injection list: a leading tab or carriage return also starts a formula in some
@@ -100,6 +135,12 @@ class ReportTable:
     columns: list[Column]
     rows: list[Row] = field(default_factory=list)
     footer: list[Row] = field(default_factory=list)
+    # Body values a CSV streams before `rows`, read as it is written (see stream()).
+    streamed: Iterable[Sequence[Any]] = ()
+
+    def stream(self, values: Iterable[Sequence[Any]]) -> None:
+        """Body rows for the CSV only, consumed lazily while the download is written."""
+        self.streamed = values
 
     def add(self, values: Sequence[Any], *, footer: bool = False, **display: Any) -> None:
         """Append a row; `texts`, `urls` and `classes` override single cells by column index."""
@@ -131,18 +172,49 @@ class ReportTable:
         return self._html(self.footer)
 
 
-def csv_response(*, filename: str, table: ReportTable) -> HttpResponse:
-    """The table as a CSV download: the heading row, the body rows, then the totals rows."""
-    # Written to a buffer first: HttpResponse.write per row costs more than the CSV itself.
+# Rows written per chunk of a CSV download: a write per row would cost more than the CSV itself.
+CSV_CHUNK_ROWS = 2000
+
+
+def _csv_chunks(table: ReportTable) -> Iterator[str]:
+    """The CSV text of the heading row, the streamed and body rows, then the totals rows."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(column.label for column in table.columns)
-    writers = [column.csv for column in table.columns]
-    writer.writerows(
-        [write(value) for write, value in zip(writers, row.values, strict=True)]
-        for row in [*table.rows, *table.footer]
+    writers = [column.csv_writer() for column in table.columns]
+    # Streamed rows hold what the database read: numbers and dates, which the csv module writes
+    # as they are (None as empty, a date as ISO), so only text and times need a function; the
+    # body and totals rows may carry labels anywhere and go through every column's writer.
+    cells = [
+        (index, column.csv_writer())
+        for index, column in enumerate(table.columns)
+        if column.kind in ("text", "datetime")
+    ]
+
+    def streamed(values: Sequence[Any]) -> list[Any]:
+        row = list(values)
+        for index, write in cells:
+            row[index] = write(row[index])
+        return row
+
+    def written(values: Sequence[Any]) -> list[Any]:
+        return [write(value) for write, value in zip(writers, values, strict=True)]
+
+    rows = itertools.chain(
+        map(streamed, table.streamed), (written(row.values) for row in [*table.rows, *table.footer])
     )
-    response = HttpResponse(buffer.getvalue(), content_type="text/csv; charset=utf-8")
+    while chunk := list(itertools.islice(rows, CSV_CHUNK_ROWS)):
+        writer.writerows(chunk)
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+    if buffer.tell():
+        yield buffer.getvalue()
+
+
+def csv_response(*, filename: str, table: ReportTable) -> StreamingHttpResponse:
+    """The table as a CSV download, streamed: heading row, body rows, then the totals rows."""
+    response = StreamingHttpResponse(_csv_chunks(table), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
 
@@ -167,7 +239,7 @@ def report_render(
     table: ReportTable | None = None,
     filename: str = "",
     **context: Any,
-) -> HttpResponse:
+) -> HttpResponseBase:
     """The report page in the admin's look, or, with ?format=csv, its table as CSV."""
     if table is not None and wants_csv(request):
         return csv_response(filename=filename, table=table)

@@ -9,6 +9,7 @@ from decimal import Decimal
 
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
+from django.utils.translation import gettext
 
 Number = int | float | Decimal
 
@@ -104,10 +105,37 @@ def bar_chart(*, title: str, bars: Sequence[tuple[str, Number]], unit: str = "")
     return _figure(title, _svg(WIDTH, height, title, body))
 
 
+def _segments(points: list[str], partial: list[bool]) -> list[str]:
+    """The line through `points`: solid runs between whole periods, dashed into a partial one."""
+    body, run = [], points[:1]
+    for position in range(1, len(points)):
+        if partial[position - 1] or partial[position]:
+            if len(run) > 1:
+                body.append(f'points="{" ".join(run)}"')
+            x1, y1 = points[position - 1].split(",")
+            x2, y2 = points[position].split(",")
+            body.append(f'x1="{x1}" y1="{y1}" x2="{x2}" y2="{y2}"')
+            run = [points[position]]
+        else:
+            run.append(points[position])
+    if len(run) > 1:
+        body.append(f'points="{" ".join(run)}"')
+    return body
+
+
 def line_chart(
-    *, title: str, x_labels: Sequence[str], series: Mapping[str, Sequence[Number]]
+    *,
+    title: str,
+    x_labels: Sequence[str],
+    series: Mapping[str, Sequence[Number]],
+    notes: Sequence[str] = (),
 ) -> SafeString:
-    """A line chart over time: one line per series, a point per x label, y axis with ticks."""
+    """A line chart over time: one line per series, a point per x label, y axis with ticks.
+
+    A non-empty note marks its period partial (the range covers only part of it): its point is
+    hollow, the line into it dashed, and the note shows under the chart, so a short period does
+    not read as a drop."""
+    partial = [bool(note) for note in notes] + [False] * (len(x_labels) - len(notes))
     values = [float(value) for points in series.values() for value in points]
     ticks = _nice_ticks(min([0.0, *values]), max([0.0, *values]))
     low, high = ticks[0], ticks[-1]
@@ -147,19 +175,41 @@ def line_chart(
     legend = []
     for number, (name, points) in enumerate(series.items()):
         css = f"series-{number % 4}"
-        coordinates = " ".join(
+        coordinates = [
             f"{x(position):.1f},{y(float(value)):.1f}" for position, value in enumerate(points)
-        )
-        body.append(f'<polyline class="chart-line {css}" points="{coordinates}"/>')
+        ]
+        for segment in _segments(coordinates, partial):
+            if segment.startswith("points"):
+                body.append(f'<polyline class="chart-line {css}" {segment}/>')
+            else:
+                body.append(
+                    f'<line class="chart-line chart-partial {css}" {segment} '
+                    'stroke-dasharray="5 4"/>'
+                )
         for position, value in enumerate(points):
+            label = notes[position] if partial[position] else x_labels[position]
+            # Hollow: the presentation attributes lose to the stylesheet, a style does not.
+            hollow = ' style="fill-opacity: 0.15; stroke-width: 1.5"' if partial[position] else ""
+            stroke = ' stroke="currentColor"' if partial[position] else ""
+            extra = " chart-partial" if partial[position] else ""
             body.append(
-                f'<circle class="chart-point {css}" cx="{x(position):.1f}" '
-                f'cy="{y(float(value)):.1f}" r="3"><title>{escape(name)}, '
-                f"{escape(x_labels[position])}: {_number_text(value)}</title></circle>"
+                f'<circle class="chart-point {css}{extra}" cx="{x(position):.1f}" '
+                f'cy="{y(float(value)):.1f}" r="{4 if partial[position] else 3}"{hollow}{stroke}>'
+                f"<title>{escape(name)}, {escape(label)}: {_number_text(value)}</title></circle>"
             )
         legend.append(f'<li><span class="chart-swatch {css}"></span>{escape(name)}</li>')
+    partial_notes = "".join(
+        f'<li class="chart-partial-note">{escape(note)}</li>' for note in notes if note
+    )
+    note_list = (
+        f'<ul class="chart-notes help" aria-label="{escape(gettext("Partial periods"))}">'
+        f"<li>{escape(gettext('Partly covered by the range, drawn hollow and dashed:'))}</li>"
+        f"{partial_notes}</ul>"
+        if partial_notes
+        else ""
+    )
     return _figure(
         title,
         _svg(WIDTH, LINE_HEIGHT, title, body),
-        f'<ul class="chart-legend">{"".join(legend)}</ul>',
+        f'<ul class="chart-legend">{"".join(legend)}</ul>{note_list}',
     )

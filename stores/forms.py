@@ -5,6 +5,8 @@ from typing import Any
 
 from django import forms
 from django.utils import timezone
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from .models import Item, Store, Transaction
 from .reports import Period, ReportScope, items_matching
@@ -19,7 +21,11 @@ class ScopedFilterForm(forms.Form):
     """A store filter offering only the stores this site reports on."""
 
     store = forms.ModelChoiceField(
-        queryset=Store.objects.none(), required=False, to_field_name="code", empty_label="All"
+        queryset=Store.objects.none(),
+        required=False,
+        to_field_name="code",
+        empty_label=_("All"),
+        label=_("Store"),
     )
 
     def __init__(self, data: Any, *, scope: ReportScope) -> None:
@@ -35,9 +41,13 @@ class StockFilterForm(ScopedFilterForm):
     """Store, item and item search: the filters of stock on hand, shared by expiring stock."""
 
     item = forms.ModelChoiceField(
-        queryset=Item.objects.all(), required=False, to_field_name="code", empty_label="All"
+        queryset=Item.objects.all(),
+        required=False,
+        to_field_name="code",
+        empty_label=_("All"),
+        label=_("Item"),
     )
-    q = forms.CharField(label="Item search", required=False, max_length=100)
+    q = forms.CharField(label=_("Item search"), required=False, max_length=100)
     page = forms.IntegerField(min_value=1, required=False, widget=forms.HiddenInput)
 
     def __init__(self, data: Any, *, scope: ReportScope) -> None:
@@ -49,36 +59,59 @@ class StockFilterForm(ScopedFilterForm):
         )
         item_field: Any = self.fields["item"]
         item_field.choices = [
-            ("", "All"),
+            ("", gettext("All")),
             *((item.code, f"{item.code} {item.name}") for item in [*chosen, *items]),
         ]
         if len(items) == ITEM_CHOICES_LIMIT:
-            item_field.help_text = (
-                f"The first {ITEM_CHOICES_LIMIT} items; type in Item search to narrow the list."
-            )
+            item_field.help_text = gettext(
+                "The first %(count)d items; type in Item search to narrow the list."
+            ) % {"count": ITEM_CHOICES_LIMIT}
 
     def clean_q(self) -> str:
         return str(self.cleaned_data["q"]).strip()
+
+
+class StockOnHandFilterForm(StockFilterForm):
+    """Filters of stock on hand: the shared ones and whether to list stock-outs only."""
+
+    stock_outs = forms.BooleanField(
+        label=_("Only stock-outs"),
+        required=False,
+        help_text=_("Items a store has stocked and now holds none of."),
+    )
 
 
 class ExpiringStockFilterForm(StockFilterForm):
     """Filters of the expiring stock report: the look-ahead in days besides the shared ones."""
 
     days = forms.IntegerField(
-        label="Expiring within (days)", min_value=0, max_value=3650, initial=90
+        label=_("Expiring within (days)"), min_value=0, max_value=3650, initial=90
     )
 
     field_order = ["days", "store", "item", "q"]
 
 
+TOO_LONG = {
+    Period.DAY: _(
+        "That range has more than %(count)d days: shorten it or group by a longer period."
+    ),
+    Period.WEEK: _(
+        "That range has more than %(count)d weeks: shorten it or group by a longer period."
+    ),
+    Period.MONTH: _(
+        "That range has more than %(count)d months: shorten it or group by a longer period."
+    ),
+}
+
+
 class TransactionsFilterForm(ScopedFilterForm):
     """Filters of the transactions report; the range is bounded to keep the table readable."""
 
-    date_from = forms.DateField(label="From", widget=forms.DateInput(attrs={"type": "date"}))
-    date_to = forms.DateField(label="To", widget=forms.DateInput(attrs={"type": "date"}))
-    period = forms.ChoiceField(label="By", choices=Period.choices, initial=Period.WEEK)
+    date_from = forms.DateField(label=_("From"), widget=forms.DateInput(attrs={"type": "date"}))
+    date_to = forms.DateField(label=_("To"), widget=forms.DateInput(attrs={"type": "date"}))
+    period = forms.ChoiceField(label=_("By"), choices=Period.choices, initial=Period.WEEK)
     kind = forms.ChoiceField(
-        choices=[("", "All"), *Transaction.Kind.choices], required=False, label="Kind"
+        choices=[("", _("All")), *Transaction.Kind.choices], required=False, label=_("Kind")
     )
     page = forms.IntegerField(min_value=1, required=False, widget=forms.HiddenInput)
 
@@ -90,16 +123,13 @@ class TransactionsFilterForm(ScopedFilterForm):
         period = cleaned.get("period")
         if date_from and date_to and period:
             if date_from > date_to:
-                raise forms.ValidationError("The From date is after the To date.")
+                raise forms.ValidationError(gettext("The From date is after the To date."))
             span = (date_to - date_from).days + 1
             periods = {Period.DAY: span, Period.WEEK: span / 7, Period.MONTH: span / 30.4}[
                 Period(period)
             ]
             if periods > MAX_PERIODS:
-                raise forms.ValidationError(
-                    f"That range has more than {MAX_PERIODS} {period}s: "
-                    "shorten it or group by a longer period."
-                )
+                raise forms.ValidationError(str(TOO_LONG[Period(period)]) % {"count": MAX_PERIODS})
         return cleaned
 
 
@@ -118,16 +148,16 @@ class TransitFilterForm(forms.Form):
     satellite's transfers come from and go to stores it does not host."""
 
     from_store = forms.ModelChoiceField(
-        label="From store",
+        label=_("From store"),
         queryset=Store.objects.order_by("code"),
         required=False,
         to_field_name="code",
-        empty_label="All",
+        empty_label=_("All"),
     )
     to_store = forms.ModelChoiceField(
-        label="To store",
+        label=_("To store"),
         queryset=Store.objects.order_by("code"),
         required=False,
         to_field_name="code",
-        empty_label="All",
+        empty_label=_("All"),
     )

@@ -1,20 +1,23 @@
 """Report pages: each parses its filters with a form, calls a selector, renders a table or CSV."""
 
 import datetime
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from django.conf import settings
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
-from django.utils import timezone
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
+from django.utils import formats, timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy, ngettext
 
 from msupply.tables import Column, ReportTable, report_render, report_view, wants_csv
 
 from . import charts, reports
 from .forms import (
     ExpiringStockFilterForm,
-    StockFilterForm,
+    StockOnHandFilterForm,
     TransactionsFilterForm,
     TransitFilterForm,
     transactions_defaults,
@@ -43,28 +46,29 @@ def filter_data(request: HttpRequest, defaults: dict[str, str]) -> dict[str, Any
 
 
 @report_view
-def reports_index(request: HttpRequest) -> HttpResponse:
+def reports_index(request: HttpRequest) -> HttpResponseBase:
     """The list of reports."""
     return report_render(
-        request, template="reports/index.html", title="Reports", scope=reports.report_scope()
+        request, template="reports/index.html", title=_("Reports"), scope=reports.report_scope()
     )
 
 
 @report_view
-def stock_on_hand_report(request: HttpRequest) -> HttpResponse:
-    """Stock on hand, item by store, with a chart of the chosen item's stock by store."""
+def stock_on_hand_report(request: HttpRequest) -> HttpResponseBase:
+    """Stock on hand, item by store, stock-outs too, with a chart of the chosen item by store."""
     scope = reports.report_scope()
-    form = StockFilterForm(request.GET, scope=scope)
+    form = StockOnHandFilterForm(request.GET, scope=scope)
     table = ReportTable(
         [
-            Column("Item code"),
-            Column("Item"),
-            Column("Unit"),
-            Column("Store"),
-            Column("Store name"),
-            Column("Batches", "number"),
-            Column("Earliest expiry", "date"),
-            Column("Quantity", "number"),
+            Column(_("Item code")),
+            Column(_("Item")),
+            Column(_("Unit")),
+            Column(_("Store")),
+            Column(_("Store name")),
+            Column(_("Batches"), "number"),
+            Column(_("Earliest expiry"), "date"),
+            Column(_("Quantity"), "number"),
+            Column(_("Stock-out")),
         ]
     )
     stock, chart = None, None
@@ -75,12 +79,15 @@ def stock_on_hand_report(request: HttpRequest) -> HttpResponse:
             store=form.cleaned_data["store"],
             item=item,
             search=form.cleaned_data["q"],
+            only_stock_outs=form.cleaned_data["stock_outs"],
             page=None if wants_csv(request) else form.cleaned_data["page"] or 1,
         )
         _stock_rows(request, table, stock)
+        _stock_total(table, stock)
         if item is not None:
             chart = charts.bar_chart(
-                title=f"{item.code} {item.name}: stock on hand by store ({item.unit})",
+                title=_("%(item)s: stock on hand by store (%(unit)s)")
+                % {"item": f"{item.code} {item.name}", "unit": item.unit},
                 bars=[
                     (f"{row.store_code} {row.store_name}", row.quantity)
                     for row in stock.rows
@@ -91,7 +98,7 @@ def stock_on_hand_report(request: HttpRequest) -> HttpResponse:
     return report_render(
         request,
         template="reports/stock_on_hand.html",
-        title="Stock on hand",
+        title=_("Stock on hand"),
         scope=scope,
         table=table,
         filename="stock-on-hand.csv",
@@ -104,13 +111,34 @@ def stock_on_hand_report(request: HttpRequest) -> HttpResponse:
 
 def _stock_rows(request: HttpRequest, table: ReportTable, stock: reports.StockOnHand) -> None:
     """Each item's stores, then the item's total when it is in more than one store."""
+    if wants_csv(request):
+        # Values only, written as the download streams: no per-row display to build.
+        table.stream(values for values, _link in _stock_values(stock))
+    else:
+        stock_out = _("Stock-out")
+        links: dict[str, dict[int, str]] = {}
+        for values, subtotal in _stock_values(stock):
+            code = values[0]
+            if code not in links:
+                links[code] = {0: query_with(request, item=code)}
+            out = values[8] == stock_out
+            table.add(
+                values,
+                urls=links[code],
+                css="subtotal" if subtotal else "stock-out" if out else "",
+                classes={8: "stock-out-badge"} if out and not subtotal else {},
+            )
+
+
+def _stock_values(stock: reports.StockOnHand) -> Iterator[tuple[list[Any], bool]]:
+    """Each row's values, and whether it is an item's total over its stores."""
+    stock_out = _("Stock-out")
     rows_by_item: dict[str, list[reports.StockRow]] = {}
     for row in stock.rows:
         rows_by_item.setdefault(row.item_code, []).append(row)
     for code, rows in rows_by_item.items():
-        link = {0: query_with(request, item=code)}
         for row in rows:
-            table.add(
+            yield (
                 [
                     row.item_code,
                     row.item_name,
@@ -120,51 +148,71 @@ def _stock_rows(request: HttpRequest, table: ReportTable, stock: reports.StockOn
                     row.batches,
                     row.earliest_expiry,
                     row.quantity,
+                    stock_out if row.quantity == 0 else "",
                 ],
-                urls=link,
+                False,
             )
         if len(rows) > 1:
             first = rows[0]
-            table.add(
+            expiries = [row.earliest_expiry for row in rows if row.earliest_expiry]
+            outs = sum(row.stock_out for row in rows)
+            yield (
                 [
                     code,
                     first.item_name,
                     first.unit,
-                    "All",
-                    f"{len(rows)} stores",
+                    _("All"),
+                    ngettext("%(count)d store", "%(count)d stores", len(rows))
+                    % {"count": len(rows)},
                     sum(row.batches for row in rows),
-                    min(row.earliest_expiry for row in rows),
+                    min(expiries, default=None),
                     sum(row.quantity for row in rows),
+                    ngettext("%(count)d stock-out", "%(count)d stock-outs", outs) % {"count": outs}
+                    if outs
+                    else "",
                 ],
-                css="subtotal",
-                urls=link,
+                True,
             )
+
+
+def _stock_total(table: ReportTable, stock: reports.StockOnHand) -> None:
     table.add(
-        ["Total", "", "", "", "", stock.total_batches, None, stock.total_quantity],
+        [
+            _("Total"),
+            "",
+            "",
+            "",
+            "",
+            stock.total_batches,
+            None,
+            stock.total_quantity,
+            ngettext("%(count)d stock-out", "%(count)d stock-outs", stock.total_stock_outs)
+            % {"count": stock.total_stock_outs},
+        ],
         footer=True,
     )
 
 
 @report_view
-def expiring_stock_report(request: HttpRequest) -> HttpResponse:
+def expiring_stock_report(request: HttpRequest) -> HttpResponseBase:
     """Batches expiring soon across stores, soonest first, with quantity and value."""
     scope = reports.report_scope()
     form = ExpiringStockFilterForm(filter_data(request, {"days": "90"}), scope=scope)
     table = ReportTable(
         [
-            Column("Expiry", "date"),
-            Column("Days left", "number"),
-            Column("Store"),
-            Column("Item code"),
-            Column("Item"),
-            Column("Unit"),
-            Column("Batch"),
-            Column("Quantity", "number"),
-            Column("Cost price", "money"),
-            Column("Value", "money"),
+            Column(_("Expiry"), "date"),
+            Column(_("Days left"), "number"),
+            Column(_("Store")),
+            Column(_("Item code")),
+            Column(_("Item")),
+            Column(_("Unit")),
+            Column(_("Batch")),
+            Column(_("Quantity"), "number"),
+            Column(_("Cost price"), "money"),
+            Column(_("Value"), "money"),
         ]
     )
-    expiring = None
+    expiring, chart = None, None
     if form.is_valid():
         expiring = reports.expiring_stock(
             scope=scope,
@@ -176,28 +224,24 @@ def expiring_stock_report(request: HttpRequest) -> HttpResponse:
             page=None if wants_csv(request) else form.cleaned_data["page"] or 1,
             per_page=ROWS_PER_PAGE,
         )
-        for batch in expiring.batches:
-            table.add(
-                [
-                    batch.expiry,
-                    batch.days_left,
-                    batch.store_code,
-                    batch.item_code,
-                    batch.item_name,
-                    batch.unit,
-                    batch.batch,
-                    batch.quantity,
-                    batch.cost_price,
-                    batch.value,
-                ],
-                css="expired" if batch.days_left < 0 else "",
-                texts={1: "expired"} if batch.days_left < 0 else {},
-            )
+        expired = _("expired")
+        if wants_csv(request):
+            # Every batch, read from the database as the CSV streams out.
+            table.stream(_batch_values(batch) for batch in expiring.batches)
+        else:
+            for batch in expiring.batches:
+                table.add(
+                    _batch_values(batch),
+                    css="expired" if batch.days_left < 0 else "",
+                    texts={1: expired} if batch.days_left < 0 else {},
+                )
+            chart = expiring_chart(expiring, today=timezone.localdate())
         table.add(
             [
-                "Total",
+                _("Total"),
                 None,
-                f"{expiring.total_batches} batches",
+                ngettext("%(count)d batch", "%(count)d batches", expiring.total_batches)
+                % {"count": expiring.total_batches},
                 "",
                 "",
                 "",
@@ -211,37 +255,108 @@ def expiring_stock_report(request: HttpRequest) -> HttpResponse:
     return report_render(
         request,
         template="reports/expiring_stock.html",
-        title="Expiring stock",
+        title=_("Expiring stock"),
         scope=scope,
         table=table,
         filename="expiring-stock.csv",
         form=form,
         result=expiring,
         page=expiring.page if expiring else None,
+        chart=chart,
     )
 
 
-PERIOD_TEXT: dict[Period, Callable[[datetime.date], str]] = {
-    Period.DAY: lambda start: start.isoformat(),
-    Period.WEEK: lambda start: f"Week of {start.isoformat()}",
-    Period.MONTH: lambda start: start.strftime("%Y-%m"),
-}
+def _batch_values(batch: reports.ExpiringBatch) -> Sequence[Any]:
+    return [
+        batch.expiry,
+        batch.days_left,
+        batch.store_code,
+        batch.item_code,
+        batch.item_name,
+        batch.unit,
+        batch.batch,
+        batch.quantity,
+        batch.cost_price,
+        batch.value,
+    ]
+
+
+# The chart keeps this many stores apart, the ones with the most value expiring, and sums the rest.
+CHART_STORES = 6
+
+
+def expiring_chart(expiring: reports.ExpiringStock, *, today: datetime.date) -> Any:
+    """Value expiring per month by store (the largest apart, the rest together), the last month
+    marked partial when the look-ahead ends inside it."""
+    if not expiring.by_month:
+        return None
+    # Every month from the first expiry (or this month) to the look-ahead's end, quiet ones too.
+    first = min(expiring.by_month[0].month, today.replace(day=1))
+    months = reports.period_starts(first, expiring.until, Period.MONTH)
+    value_of: dict[str, Any] = {}
+    for month in expiring.by_month:
+        name = f"{month.store_code} {month.store_name}"
+        value_of[name] = value_of.get(name, 0) + month.value
+    largest = sorted(value_of, key=lambda name: (-value_of[name], name))[:CHART_STORES]
+    others = _("Other stores")
+    series: dict[str, list[Any]] = {name: [0] * len(months) for name in sorted(largest)}
+    index = {start: position for position, start in enumerate(months)}
+    for month in expiring.by_month:
+        name = f"{month.store_code} {month.store_name}"
+        if name not in series:
+            name = others
+            series.setdefault(others, [0] * len(months))
+        series[name][index[month.month]] += month.value
+    # Expired batches count in the months they expired; the look-ahead starts today.
+    spans = [
+        reports.period_span(
+            start, Period.MONTH, date_from=min(start, today), date_to=expiring.until
+        )
+        for start in months
+    ]
+    return charts.line_chart(
+        title=_("Value at cost expiring per month, by store"),
+        x_labels=[period_text(span, Period.MONTH, short=True) for span in spans],
+        series=series,
+        notes=[period_text(span, Period.MONTH) if span.partial else "" for span in spans],
+    )
+
+
+def period_text(span: reports.PeriodSpan, period: Period, *, short: bool = False) -> str:
+    """A period as the reports show it, in the viewer's language and date format; a partial one
+    says so and how many of its days the range covers (unless `short`)."""
+    start = span.start
+    if period == Period.MONTH:
+        text = formats.date_format(start, "YEAR_MONTH_FORMAT")
+    else:
+        text = formats.date_format(start, "SHORT_DATE_FORMAT")
+        if period == Period.WEEK and not short:
+            text = _("Week of %(date)s") % {"date": text}
+    if not span.partial:
+        return text
+    if short:
+        return _("%(period)s (partial)") % {"period": text}
+    return _("%(period)s (partial, %(covered)d of %(days)d days)") % {
+        "period": text,
+        "covered": span.covered,
+        "days": span.days,
+    }
 
 
 @report_view
-def transactions_report(request: HttpRequest) -> HttpResponse:
+def transactions_report(request: HttpRequest) -> HttpResponseBase:
     """Counts and values of finalised transactions by period, store and kind, over time."""
     scope = reports.report_scope()
     form = TransactionsFilterForm(filter_data(request, transactions_defaults()), scope=scope)
     table = ReportTable(
         [
-            Column("Period", "date"),
-            Column("Store"),
-            Column("Store name"),
-            Column("Kind"),
-            Column("Transactions", "number"),
-            Column("Lines", "number"),
-            Column("Value", "money"),
+            Column(_("Period"), "date"),
+            Column(_("Store")),
+            Column(_("Store name")),
+            Column(_("Kind")),
+            Column(_("Transactions"), "number"),
+            Column(_("Lines"), "number"),
+            Column(_("Value"), "money"),
         ]
     )
     totals, chart, page = None, None, None
@@ -255,6 +370,8 @@ def transactions_report(request: HttpRequest) -> HttpResponse:
             store=form.cleaned_data["store"],
             kind=form.cleaned_data["kind"],
         )
+        labels = {span.start: period_text(span, period) for span in totals.spans}
+        partial = {span.start: span.partial for span in totals.spans}
         rows: Iterable[reports.TransactionTotal] = totals.rows
         if not wants_csv(request):
             page = Paginator(totals.rows, ROWS_PER_PAGE).get_page(form.cleaned_data["page"] or 1)
@@ -270,19 +387,20 @@ def transactions_report(request: HttpRequest) -> HttpResponse:
                     row.lines,
                     row.value,
                 ],
-                texts={0: PERIOD_TEXT[period](row.period)},
+                texts={0: labels[row.period]},
+                css="partial" if partial[row.period] else "",
             )
         for kind in totals.by_kind:
             table.add(
-                ["Total", "", "", kind.label, kind.transactions, kind.lines, kind.value],
+                [_("Total"), "", "", kind.label, kind.transactions, kind.lines, kind.value],
                 footer=True,
             )
         table.add(
             [
-                "Total",
+                _("Total"),
                 "",
                 "",
-                "All kinds",
+                _("All kinds"),
                 totals.total_transactions,
                 totals.total_lines,
                 totals.total_value,
@@ -291,17 +409,15 @@ def transactions_report(request: HttpRequest) -> HttpResponse:
             css="grand-total",
         )
         chart = charts.line_chart(
-            title=f"Value of finalised transactions by {period} and kind",
-            x_labels=[
-                start.strftime("%Y-%m" if period == Period.MONTH else "%Y-%m-%d")
-                for start in totals.periods
-            ],
+            title=str(TRANSACTIONS_CHART_TITLE[period]),
+            x_labels=[period_text(span, period, short=True) for span in totals.spans],
             series=totals.value_by_period(),
+            notes=[period_text(span, period) if span.partial else "" for span in totals.spans],
         )
     return report_render(
         request,
         template="reports/transactions.html",
-        title="Transactions",
+        title=_("Transactions"),
         scope=scope,
         table=table,
         filename="transactions.csv",
@@ -312,24 +428,34 @@ def transactions_report(request: HttpRequest) -> HttpResponse:
     )
 
 
-TRANSIT_STATUS = {"ok": "OK", "warning": "Over {warning} days", "error": "Over {error} days"}
+TRANSACTIONS_CHART_TITLE = {
+    Period.DAY: gettext_lazy("Value of finalised transactions by day and kind"),
+    Period.WEEK: gettext_lazy("Value of finalised transactions by week and kind"),
+    Period.MONTH: gettext_lazy("Value of finalised transactions by month and kind"),
+}
+
+TRANSIT_STATUS = {
+    "ok": gettext_lazy("OK"),
+    "warning": gettext_lazy("Over %(warning)d days"),
+    "error": gettext_lazy("Over %(error)d days"),
+}
 
 
 @report_view
-def goods_in_transit_report(request: HttpRequest) -> HttpResponse:
+def goods_in_transit_report(request: HttpRequest) -> HttpResponseBase:
     """Outbound transfers not yet received, longest in transit first, with a chart by receiver."""
     scope = reports.report_scope()
     form = TransitFilterForm(request.GET)
     table = ReportTable(
         [
-            Column("From store"),
-            Column("To store"),
-            Column("Outbound number", "number"),
-            Column("Date sent", "date"),
-            Column("Days in transit", "number"),
-            Column("Status"),
-            Column("Inbound draft", "number"),
-            Column("Value", "money"),
+            Column(_("From store")),
+            Column(_("To store")),
+            Column(_("Outbound number"), "number"),
+            Column(_("Date sent"), "date"),
+            Column(_("Days in transit"), "number"),
+            Column(_("Status")),
+            Column(_("Inbound draft"), "number"),
+            Column(_("Value"), "money"),
         ]
     )
     transit, chart = None, None
@@ -341,9 +467,8 @@ def goods_in_transit_report(request: HttpRequest) -> HttpResponse:
             to_store=form.cleaned_data["to_store"],
         )
         labels = {
-            key: label.format(
-                warning=settings.TRANSIT_WARNING_DAYS, error=settings.TRANSIT_ERROR_DAYS
-            )
+            key: str(label)
+            % {"warning": settings.TRANSIT_WARNING_DAYS, "error": settings.TRANSIT_ERROR_DAYS}
             for key, label in TRANSIT_STATUS.items()
         }
         for transfer in transit.transfers:
@@ -364,8 +489,8 @@ def goods_in_transit_report(request: HttpRequest) -> HttpResponse:
         count = len(transit.transfers)
         table.add(
             [
-                "Total",
-                f"{count} transfer{'s' if count != 1 else ''}",
+                _("Total"),
+                ngettext("%(count)d transfer", "%(count)d transfers", count) % {"count": count},
                 "",
                 None,
                 None,
@@ -377,12 +502,12 @@ def goods_in_transit_report(request: HttpRequest) -> HttpResponse:
         )
         if transit.transfers:
             chart = charts.bar_chart(
-                title="Value in transit by receiving store", bars=transit.value_by_receiver()
+                title=_("Value in transit by receiving store"), bars=transit.value_by_receiver()
             )
     return report_render(
         request,
         template="reports/goods_in_transit.html",
-        title="Goods in transit",
+        title=_("Goods in transit"),
         scope=scope,
         table=table,
         filename="goods-in-transit.csv",

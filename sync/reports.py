@@ -2,9 +2,12 @@
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from django.utils import timezone
 from django.utils.timesince import timesince
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from stores.models import Store
 from stores.reports import ReportScope
@@ -12,11 +15,11 @@ from stores.reports import ReportScope
 from .models import MASTER_SYNC_ID, SyncPeer
 from .selectors import Staleness, peers_with_exchanges, site_sync_id, sync_staleness
 
-STALENESS_LABELS: dict[Staleness, str] = {
-    "ok": "OK",
-    "warning": "Over a day",
-    "error": "Over three days",
-    "never": "Never synced",
+STALENESS_LABELS: dict[Staleness, Any] = {
+    "ok": _("OK"),
+    "warning": _("Over a day"),
+    "error": _("Over three days"),
+    "never": _("Never synced"),
 }
 
 
@@ -39,13 +42,15 @@ class SatelliteStatus:
 
     @property
     def staleness_label(self) -> str:
-        return STALENESS_LABELS[self.staleness]
+        return str(STALENESS_LABELS[self.staleness])
 
     def since_success(self, now: datetime | None = None) -> str:
         """How long ago the last successful sync was, in words."""
         if self.last_success_at is None:
-            return "never"
-        return f"{timesince(self.last_success_at, now or timezone.now())} ago"
+            return gettext("never")
+        return gettext("%(time)s ago") % {
+            "time": timesince(self.last_success_at, now or timezone.now())
+        }
 
 
 def satellite_statuses(*, scope: ReportScope) -> list[SatelliteStatus]:
@@ -69,7 +74,7 @@ def satellite_statuses(*, scope: ReportScope) -> list[SatelliteStatus]:
         master = SyncPeer.objects.filter(sync_id=MASTER_SYNC_ID).select_related("state").first()
         code = scope.store.code if scope.store else ""
         names = {code: scope.store.name} if scope.store else {}
-        links = [(master, site_sync_id(), "This satellite", code)] if master else []
+        links = [(master, site_sync_id(), gettext("This satellite"), code)] if master else []
     statuses = []
     for peer, sync_id, name, store_code in links:
         state = getattr(peer, "state", None)

@@ -2,7 +2,8 @@
 
 from collections import Counter
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
 from django.utils.translation import gettext as _
 
 from msupply.tables import Column, ReportTable, report_render, report_view
@@ -12,7 +13,7 @@ from .reports import STALENESS_LABELS, satellite_statuses
 
 
 @report_view
-def sync_status_report(request: HttpRequest) -> HttpResponse:
+def sync_status_report(request: HttpRequest) -> HttpResponseBase:
     """Each satellite's last contact, last successful sync and how long ago, and stale warnings."""
     scope = report_scope()
     statuses = satellite_statuses(scope=scope)

@@ -3,6 +3,7 @@
 import csv
 import datetime
 import io
+import re
 from collections import defaultdict
 from decimal import Decimal
 from html.parser import HTMLParser
@@ -11,9 +12,10 @@ from typing import Any
 import pytest
 from django.test import Client
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import formats, timezone
+from django.utils.translation import gettext as _
 
-from stores import services
+from stores import reports, services
 from stores.models import Item, Name, Store, Transaction, TransactionLine
 from sync.models import SyncPeer
 from sync.services import peer_save, preferences_update
@@ -98,8 +100,8 @@ def csv_rows(content: bytes) -> list[list[str]]:
 
 
 def as_csv_text(shown: str) -> str:
-    """What the CSV holds for a cell the page shows as `shown`."""
-    shown = shown.removeprefix("Week of ")
+    """What the CSV holds for a cell the page shows as `shown` (dates compared as the page
+    shows them, see as_page_text)."""
     if shown == "—":
         return ""
     if shown.replace(",", "").replace(".", "").lstrip("-").isdigit():
@@ -107,11 +109,23 @@ def as_csv_text(shown: str) -> str:
     return shown
 
 
-def local_minutes(cell: str) -> str:
-    """A CSV date-time cell as the page shows it, to the minute; other cells unchanged."""
-    if cell[10:11] != "T":
-        return cell
-    return datetime.datetime.fromisoformat(cell).strftime("%Y-%m-%d %H:%M")
+def as_page_text(cell: str) -> str:
+    """A CSV cell as the page shows it: an ISO date in the short date format, an ISO date-time
+    in local short date-time format, a week start as "Week of"; other cells unchanged."""
+    try:
+        if cell[10:11] == "T":
+            when = timezone.localtime(datetime.datetime.fromisoformat(cell))
+            return formats.date_format(when, "SHORT_DATETIME_FORMAT")
+        if len(cell) == 10 and cell[4] == "-":
+            return short_date(datetime.date.fromisoformat(cell))
+    except ValueError:
+        pass
+    return cell
+
+
+def short_date(value: datetime.date) -> str:
+    """A date as the report pages show it, in the active language's short format."""
+    return formats.date_format(value, "SHORT_DATE_FORMAT")
 
 
 def dated(**values: Any) -> datetime.date:
@@ -275,8 +289,8 @@ def test_user_without_the_reports_permission_is_refused(client: Client, url: str
 
 def test_reports_index_and_admin_index_link_every_report(reporter: Client) -> None:
     links = [url for name, url in REPORT_URLS.items() if name != "index"]
-    index = reporter.get(REPORT_URLS["index"]).content.decode()
-    admin_index = reporter.get(reverse("admin:index")).content.decode()
+    index = reporter.get(REPORT_URLS["index"]).getvalue().decode()
+    admin_index = reporter.get(reverse("admin:index")).getvalue().decode()
     for url in links:
         assert f'href="{url}"' in index
         assert f'href="{url}"' in admin_index
@@ -285,7 +299,7 @@ def test_reports_index_and_admin_index_link_every_report(reporter: Client) -> No
 
 def test_admin_index_has_no_reports_module_without_the_permission(client: Client) -> None:
     client.force_login(UserFactory(permissions=["stores.view_store"]))
-    page = client.get(reverse("admin:index")).content.decode()
+    page = client.get(reverse("admin:index")).getvalue().decode()
     assert 'id="reports-module"' not in page
     assert REPORT_URLS["stock_on_hand"] not in page
 
@@ -296,7 +310,7 @@ def test_admin_index_has_no_reports_module_without_the_permission(client: Client
 def test_stock_on_hand_equals_the_sum_of_finalised_movements(
     reporter: Client, chain: dict[str, Any]
 ) -> None:
-    rows = csv_rows(reporter.get("/reports/stock-on-hand/?format=csv").content)
+    rows = csv_rows(reporter.get("/reports/stock-on-hand/?format=csv").getvalue())
 
     header, body = rows[0], rows[1:]
     assert header == [
@@ -308,6 +322,7 @@ def test_stock_on_hand_equals_the_sum_of_finalised_movements(
         "Batches",
         "Earliest expiry",
         "Quantity",
+        "Stock-out",
     ]
     stock = {(row[0], row[3]): int(row[7]) for row in body if row[3] not in ("All", "")}
     expected = movements_on_hand()
@@ -320,15 +335,16 @@ def test_stock_on_hand_equals_the_sum_of_finalised_movements(
     }
     # The draft's 999 moved nothing; AMX is in two stores, so it has a total row.
     amox_total = ["AMX", "Amoxicillin 250 mg", "capsule", "All", "2 stores", "3"]
-    assert [*amox_total, str(in_days(10)), "225"] in body
-    assert body[-1] == ["Total", "", "", "", "", "5", "", str(sum(expected.values()))]
+    assert [*amox_total, str(in_days(10)), "225", ""] in body
+    total = ["Total", "", "", "", "", "5", "", str(sum(expected.values())), "0 stock-outs"]
+    assert body[-1] == total
 
 
 def test_stock_on_hand_filters_by_store_item_and_search(
     reporter: Client, chain: dict[str, Any]
 ) -> None:
     def stock(query: str) -> set[tuple[str, str]]:
-        body = csv_rows(reporter.get(f"/reports/stock-on-hand/?format=csv&{query}").content)
+        body = csv_rows(reporter.get(f"/reports/stock-on-hand/?format=csv&{query}").getvalue())
         return {(row[0], row[3]) for row in body[1:-1] if row[3] != "All"}
 
     assert stock("store=S002") == {("AMX", "S002")}
@@ -341,7 +357,7 @@ def test_stock_on_hand_filters_by_store_item_and_search(
 def test_stock_on_hand_charts_the_chosen_item_by_store(
     reporter: Client, chain: dict[str, Any]
 ) -> None:
-    page = reporter.get("/reports/stock-on-hand/?item=AMX").content.decode()
+    page = reporter.get("/reports/stock-on-hand/?item=AMX").getvalue().decode()
 
     chart = page[page.index('<figure class="report-chart">') : page.index("</figure>")]
     assert "S001 Northern Warehouse" in chart
@@ -352,7 +368,7 @@ def test_stock_on_hand_charts_the_chosen_item_by_store(
     # Nothing is fetched from elsewhere: clinics are often offline.
     assert 'src="http' not in page
     assert 'href="http' not in page
-    escaped = reporter.get("/reports/stock-on-hand/?item=PAR").content.decode()
+    escaped = reporter.get("/reports/stock-on-hand/?item=PAR").getvalue().decode()
     assert "Paracetamol &lt;b&gt;500&lt;/b&gt; mg" in escaped
     assert "<b>500</b>" not in escaped
 
@@ -377,7 +393,7 @@ def test_stock_on_hand_pages_hold_whole_items(reporter: Client, chain: dict[str,
 def test_expiring_stock_lists_batches_soonest_first_valued_at_latest_receipt_cost(
     reporter: Client, chain: dict[str, Any]
 ) -> None:
-    rows = csv_rows(reporter.get("/reports/expiring-stock/?format=csv").content)
+    rows = csv_rows(reporter.get("/reports/expiring-stock/?format=csv").getvalue())
 
     assert rows[0] == [
         "Expiry",
@@ -405,16 +421,16 @@ def test_expiring_stock_lists_batches_soonest_first_valued_at_latest_receipt_cos
 def test_expiring_stock_looks_ahead_the_days_asked(reporter: Client, chain: dict[str, Any]) -> None:
     def batches(days: int) -> list[str]:
         download = reporter.get(f"/reports/expiring-stock/?format=csv&days={days}")
-        return [row[6] for row in csv_rows(download.content)[1:-1]]
+        return [row[6] for row in csv_rows(download.getvalue())[1:-1]]
 
     assert batches(0) == ["O1"]
     assert batches(20) == ["O1", "I1"]
     assert batches(365) == ["O1", "I1", "A1", "A2"]
     assert batches(1000) == ["O1", "I1", "A1", "A2", "P1"]
-    page = reporter.get("/reports/expiring-stock/").content.decode()
+    page = reporter.get("/reports/expiring-stock/").getvalue().decode()
     assert 'name="days" value="90"' in page
     assert "latest finalised supplier invoice" in page
-    assert "1 batch</strong> has no finalised supplier invoice" in page
+    assert "<strong>1 batch has no finalised supplier invoice" in page
 
 
 # --- transactions --------------------------------------------------------------------------
@@ -423,7 +439,7 @@ def test_expiring_stock_looks_ahead_the_days_asked(reporter: Client, chain: dict
 def test_transactions_count_and_value_finalised_ones_by_week_store_and_kind(
     reporter: Client, chain: dict[str, Any]
 ) -> None:
-    rows = csv_rows(reporter.get(f"/reports/transactions/{RANGE}&format=csv").content)
+    rows = csv_rows(reporter.get(f"/reports/transactions/{RANGE}&format=csv").getvalue())
 
     body = [row for row in rows[1:] if row[0] != "Total"]
     shown = {
@@ -447,7 +463,7 @@ def test_transactions_filter_by_date_range_store_kind_and_period(
     reporter: Client, chain: dict[str, Any]
 ) -> None:
     def body(query: str) -> list[list[str]]:
-        rows = csv_rows(reporter.get(f"/reports/transactions/?format=csv&{query}").content)
+        rows = csv_rows(reporter.get(f"/reports/transactions/?format=csv&{query}").getvalue())
         return [row for row in rows[1:] if row[0] != "Total"]
 
     first_week = body(f"date_from={MONDAY}&date_to={dated(days=6)}")
@@ -468,23 +484,26 @@ def test_transactions_refuse_a_range_too_long_for_its_period(reporter: Client) -
         "/reports/transactions/?date_from=2025-01-01&date_to=2026-01-01&period=day"
     )
     assert response.status_code == 200
-    assert "That range has more than 120 days" in response.content.decode()
-    assert page_table(response.content).body == []
+    assert "That range has more than 120 days" in response.getvalue().decode()
+    assert page_table(response.getvalue()).body == []
     backwards = reporter.get("/reports/transactions/?date_from=2026-02-01&date_to=2026-01-01")
-    assert "The From date is after the To date." in backwards.content.decode()
+    assert "The From date is after the To date." in backwards.getvalue().decode()
 
 
 def test_transactions_chart_plots_each_kind_over_every_period(
     reporter: Client, chain: dict[str, Any]
 ) -> None:
-    page = reporter.get(f"/reports/transactions/{RANGE}").content.decode()
+    page = reporter.get(f"/reports/transactions/{RANGE}").getvalue().decode()
 
     chart = page[page.index('<figure class="report-chart">') : page.index("</figure>")]
     assert chart.count("<polyline") == 3
     # Three weeks, each a point on each line.
     assert chart.count("<circle") == 9
-    assert f"{Transaction.Kind.SUPPLIER_INVOICE.label}, {dated(days=7)}: 29</title>" in chart
-    assert f"{Transaction.Kind.CUSTOMER_INVOICE.label}, {dated(days=14)}: 13.50</title>" in chart
+    week_2, week_3 = short_date(dated(days=7)), short_date(dated(days=14))
+    assert f"{Transaction.Kind.SUPPLIER_INVOICE.label}, {week_2}: 29</title>" in chart
+    assert f"{Transaction.Kind.CUSTOMER_INVOICE.label}, {week_3}: 13.50</title>" in chart
+    # Whole weeks: nothing is labelled partial.
+    assert "partial" not in chart
 
 
 # --- CSV equals the table ------------------------------------------------------------------
@@ -509,20 +528,24 @@ def test_csv_download_holds_the_table_with_the_same_filters(
         records_received=12,
     )
     page = reporter.get(url)
-    table = page_table(page.content)
+    table = page_table(page.getvalue())
     query = url.partition("?")[2]
     link = f"?{query}&format=csv" if query else "?format=csv"
-    assert f'href="{link.replace("&", "&amp;")}"' in page.content.decode()
+    assert f'href="{link.replace("&", "&amp;")}"' in page.getvalue().decode()
 
     download = reporter.get(f"{url}{'&' if query else '?'}format=csv")
 
     assert download["Content-Type"] == "text/csv; charset=utf-8"
     assert download["Content-Disposition"].startswith("attachment; filename=")
-    rows = csv_rows(download.content)
+    rows = csv_rows(download.getvalue())
     assert rows[0] == table.header
     assert table.body
     shown = [[as_csv_text(cell) for cell in row] for row in [*table.body, *table.footer]]
-    written = [[local_minutes(cell) for cell in row] for row in rows[1:]]
+    written = [[as_page_text(cell) for cell in row] for row in rows[1:]]
+    if "transactions" in url:
+        # The period column reads "Week of <date>" on the page.
+        for row in written[: len(table.body)]:
+            row[0] = _("Week of %(date)s") % {"date": row[0]}
     for shown_row, written_row in zip(shown, written, strict=True):
         if shown_row[1] == "expired":
             # Days left reads "expired" on the page; the CSV keeps the negative number.
@@ -539,8 +562,8 @@ def test_csv_quotes_text_that_starts_like_a_formula_but_keeps_negative_numbers(
     item = services.item_create(code=f"{start}X1", name=f"{start}SUM(1+1)", unit="tablet")
     StockLineFactory(store=store, item=item, batch=f"{start}B1", expiry=in_days(-5), quantity=7)
 
-    stock = csv_rows(reporter.get("/reports/stock-on-hand/?format=csv").content)
-    expiring = csv_rows(reporter.get("/reports/expiring-stock/?format=csv").content)
+    stock = csv_rows(reporter.get("/reports/stock-on-hand/?format=csv").getvalue())
+    expiring = csv_rows(reporter.get("/reports/expiring-stock/?format=csv").getvalue())
 
     assert stock[1][:2] == [f"'{start}X1", f"'{start}SUM(1+1)"]
     batch = expiring[1]
@@ -573,7 +596,7 @@ def test_sync_status_shows_each_satellite_with_its_store_and_stale_warnings(
     SyncExchangeFactory(sync_id=4)
 
     page = reporter.get("/reports/sync-status/")
-    rows = csv_rows(reporter.get("/reports/sync-status/?format=csv").content)
+    rows = csv_rows(reporter.get("/reports/sync-status/?format=csv").getvalue())
 
     assert rows[0] == [
         "Sync ID",
@@ -603,7 +626,7 @@ def test_sync_status_shows_each_satellite_with_its_store_and_stale_warnings(
     assert by_id["3"][10:12] == ["0", ""]
     assert by_id["5"][5:7] == ["", "never"]
     assert [by_id[key][8] for key in "2345"] == ["200", "300", "400", "500"]
-    html = page.content.decode()
+    html = page.getvalue().decode()
     warnings = html[html.index('id="stale-warnings"') :]
     assert "satellite3 (store S003) last synced successfully 2\xa0days ago" in warnings
     assert "satellite5 (store S005) has never synced successfully" in warnings
@@ -656,10 +679,10 @@ def satellite_of_island(db: None) -> dict[str, Any]:
 def test_satellite_reports_show_only_its_own_store(
     reporter: Client, satellite_of_island: dict[str, Any], url: str
 ) -> None:
-    page = reporter.get(url).content.decode()
+    page = reporter.get(url).getvalue().decode()
     query = url.partition("?")[2]
     csv_url = f"{url}{'&' if query else '?'}format=csv"
-    downloads = [] if url == "/reports/" else [reporter.get(csv_url).content.decode()]
+    downloads = [] if url == "/reports/" else [reporter.get(csv_url).getvalue().decode()]
 
     assert "Store S002 — this satellite&#x27;s own store only" in page
     for content in [page, *downloads]:
@@ -677,15 +700,15 @@ def test_satellite_refuses_another_stores_filter(
 ) -> None:
     page = reporter.get("/reports/stock-on-hand/?store=S001")
 
-    assert "Select a valid choice" in page.content.decode()
-    assert "NORTH-BATCH" not in page.content.decode()
-    assert page_table(page.content).body == []
+    assert "Select a valid choice" in page.getvalue().decode()
+    assert "NORTH-BATCH" not in page.getvalue().decode()
+    assert page_table(page.getvalue()).body == []
 
 
 def test_satellite_before_its_first_sync_shows_no_data(reporter: Client, satellite: int) -> None:
     StockLineFactory(batch="SOMEONE-ELSES")
 
-    page = reporter.get("/reports/stock-on-hand/").content.decode()
+    page = reporter.get("/reports/stock-on-hand/").getvalue().decode()
 
     assert "this satellite has not synced with the master" in page
     assert "SOMEONE-ELSES" not in page
@@ -701,10 +724,250 @@ def test_sync_with_admin_shows_the_same_staleness_badges(client: Client) -> None
         )
     SyncPeerFactory(sync_id=4, store_code=StoreFactory().code)
 
-    page = client.get(reverse("admin:sync_syncpeer_changelist")).content.decode()
+    page = client.get(reverse("admin:sync_syncpeer_changelist")).getvalue().decode()
 
     assert 'class="sync-badge sync-warning" title="More than a day ago"' in page
     assert 'class="sync-badge sync-error" title="More than three days ago"' in page
     assert '<span class="sync-badge sync-error">never</span>' in page
     assert "(2 days ago)" in page
     assert "(4 days ago)" in page
+
+
+# --- stock-outs ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sold_out(chain: dict[str, Any]) -> dict[str, Any]:
+    """The chain, then S001 issues all its PAR and adjusts out all its ORS, S002 issues all its
+    AMX: S001 is out of PAR and ORS, S002 of AMX; S002 never stocked PAR or ORS."""
+    north, island = chain["north"], chain["island"]
+    customer = Name.objects.get(code="CUS")
+    finalised(
+        north,
+        Transaction.Kind.CUSTOMER_INVOICE,
+        dated(days=16),
+        line(chain["para"], "P1", in_days(400), 380, sell_price="0.20"),
+        name=customer,
+    )
+    finalised(
+        north,
+        Transaction.Kind.INVENTORY_ADJUSTMENT,
+        dated(days=16),
+        line(chain["ors"], "O1", in_days(-3), -15),
+        name=customer,
+    )
+    finalised(
+        island,
+        Transaction.Kind.CUSTOMER_INVOICE,
+        dated(days=17),
+        line(chain["amox"], "I1", in_days(10), 50, sell_price="0.45"),
+        name=customer,
+    )
+    return chain
+
+
+def test_stock_on_hand_shows_stock_outs_with_quantity_zero(
+    reporter: Client, sold_out: dict[str, Any]
+) -> None:
+    rows = csv_rows(reporter.get("/reports/stock-on-hand/?format=csv").getvalue())
+
+    body = {(row[0], row[3]): row for row in rows[1:-1] if row[3] != "All"}
+    # Sold out: shown with 0, no batch on hand, no earliest expiry, marked as a stock-out.
+    for key in [("PAR", "S001"), ("ORS", "S001"), ("AMX", "S002")]:
+        assert body[key][5:] == ["0", "", "0", "Stock-out"]
+    # Never stocked there: not a stock-out, not shown.
+    assert ("PAR", "S002") not in body
+    assert ("ORS", "S002") not in body
+    # Still held: no mark.
+    assert body[("AMX", "S001")][7:] == ["175", ""]
+    # The stock-outs equal what the movements leave at zero among the pairs ever stocked.
+    stocked = {
+        (record.item.code, record.transaction.store.code)
+        for record in TransactionLine.objects.filter(
+            transaction__status=Transaction.Status.FINALISED
+        ).select_related("item", "transaction__store")
+    }
+    on_hand = movements_on_hand()
+    assert {key for key, row in body.items() if row[8]} == stocked - set(on_hand)
+    assert rows[-1][-1] == "3 stock-outs"
+
+    page = reporter.get("/reports/stock-on-hand/").getvalue().decode()
+    assert '<tr class="stock-out">' in page
+    assert '<td class="stock-out-badge">Stock-out</td>' in page
+
+
+def test_only_stock_outs_filter_is_kept_in_the_url_and_the_csv(
+    reporter: Client, sold_out: dict[str, Any]
+) -> None:
+    page = reporter.get("/reports/stock-on-hand/?stock_outs=on")
+    html = page.getvalue().decode()
+    table = page_table(page.getvalue())
+
+    assert re.search(r'<input type="checkbox" name="stock_outs"[^>]* checked>', html)
+    assert {(row[0], row[3]) for row in table.body if row[3] != "All"} == {
+        ("ORS", "S001"),
+        ("PAR", "S001"),
+        ("AMX", "S002"),
+    }
+    assert 'href="?stock_outs=on&amp;format=csv"' in html
+    rows = csv_rows(reporter.get("/reports/stock-on-hand/?stock_outs=on&format=csv").getvalue())
+    assert [(row[0], row[3], row[7], row[8]) for row in rows[1:-1] if row[3] != "All"] == [
+        ("AMX", "S002", "0", "Stock-out"),
+        ("ORS", "S001", "0", "Stock-out"),
+        ("PAR", "S001", "0", "Stock-out"),
+    ]
+    # The filters combine: one store's stock-outs only.
+    one_store = csv_rows(
+        reporter.get("/reports/stock-on-hand/?stock_outs=on&store=S002&format=csv").getvalue()
+    )
+    assert [(row[0], row[3]) for row in one_store[1:-1]] == [("AMX", "S002")]
+
+
+def test_stock_outs_are_counted_per_store(reporter: Client, sold_out: dict[str, Any]) -> None:
+    stock = reports.stock_on_hand(scope=reports.ReportScope(is_master=True), page=None)
+
+    assert stock.stock_outs_by_store == [
+        reports.StoreStockOuts(store_code="S001", store_name="Northern Warehouse", stock_outs=2),
+        reports.StoreStockOuts(store_code="S002", store_name="Island Clinic", stock_outs=1),
+    ]
+    assert stock.total_stock_outs == 3
+    # The count equals the rows marked on the page, store by store.
+    marked: dict[str, int] = defaultdict(int)
+    for row in stock.rows:
+        marked[row.store_code] += row.stock_out
+    assert dict(marked) == {"S001": 2, "S002": 1}
+
+    page = reporter.get("/reports/stock-on-hand/").getvalue().decode()
+    counts = page[page.index('id="stock-outs-by-store"') : page.index("</table>")]
+    assert "3 stock-outs under these filters" in counts
+    assert '<td>S001 Northern Warehouse</td><td class="num">2</td>' in counts
+    assert '<td>S002 Island Clinic</td><td class="num">1</td>' in counts
+
+
+def test_no_stock_outs_means_no_marked_rows(reporter: Client, chain: dict[str, Any]) -> None:
+    page = reporter.get("/reports/stock-on-hand/?stock_outs=on")
+
+    assert page_table(page.getvalue()).body == []
+    assert "0 stock-outs under these filters" in page.getvalue().decode()
+
+
+# --- expiring chart ------------------------------------------------------------------------
+
+
+def test_expiring_chart_values_per_month_by_store_equal_the_batches(
+    reporter: Client, chain: dict[str, Any]
+) -> None:
+    # A second batch of AMX in S001's month of A2 adds to the same point.
+    finalised(
+        chain["north"],
+        Transaction.Kind.SUPPLIER_INVOICE,
+        dated(days=12),
+        line(chain["amox"], "A3", in_days(200), 10, cost_price="1.50"),
+        name=Name.objects.get(code="SUP"),
+    )
+    today = timezone.localdate()
+    expiring = reports.expiring_stock(
+        scope=reports.ReportScope(is_master=True), within_days=1000, today=today, page=None
+    )
+    batches = list(expiring.batches)
+    expected: dict[tuple[datetime.date, str], Decimal] = defaultdict(Decimal)
+    for batch in batches:
+        expected[(batch.expiry.replace(day=1), batch.store_code)] += batch.value or Decimal(0)
+    by_month = {(month.month, month.store_code): month.value for month in expiring.by_month}
+    assert by_month == expected
+    a2_month = in_days(200).replace(day=1)
+    # A2: 65 x 0.20 and A3: 10 x 1.50.
+    assert by_month[(a2_month, "S001")] == Decimal("28.00")
+    assert expiring.total_value == sum(expected.values())
+    assert sum(month.batches for month in expiring.by_month) == len(batches) == 6
+
+    page = reporter.get("/reports/expiring-stock/?days=1000").getvalue().decode()
+    chart = page[page.index('<figure class="report-chart">') : page.index("</figure>")]
+    assert "Value at cost expiring per month, by store" in chart
+    month = formats.date_format(a2_month, "YEAR_MONTH_FORMAT")
+    assert f"<title>S001 Northern Warehouse, {month}: 28</title>" in chart
+    assert chart.count("<polyline") + chart.count("chart-partial") >= 2
+    # The look-ahead ends inside its last month, which says so (unless it ends on a month's end).
+    until = today + datetime.timedelta(days=1000)
+    last = until.replace(day=1)
+    days = ((last + datetime.timedelta(days=32)).replace(day=1) - last).days
+    label = formats.date_format(last, "YEAR_MONTH_FORMAT")
+    if until.day < days:
+        assert f"{label} (partial, {until.day} of {days} days)" in chart
+    else:
+        assert "partial" not in chart
+
+
+# --- partial periods -----------------------------------------------------------------------
+
+
+def test_a_range_ending_mid_week_labels_its_last_week_partial(
+    reporter: Client, chain: dict[str, Any]
+) -> None:
+    # Monday of week 1 to Wednesday of week 3: 3 of week 3's 7 days.
+    url = f"/reports/transactions/?date_from={MONDAY}&date_to={dated(days=16)}&period=week"
+    page = reporter.get(url)
+    table = page_table(page.getvalue())
+    html = page.getvalue().decode()
+
+    partial = f"Week of {short_date(dated(days=14))} (partial, 3 of 7 days)"
+    periods = [row[0] for row in table.body]
+    assert partial in periods
+    assert f"Week of {short_date(MONDAY)}" in periods
+    assert f"Week of {short_date(dated(days=7))}" in periods
+    assert [period for period in periods if "partial" in period] == [partial] * periods.count(
+        partial
+    )
+    chart = html[html.index('<figure class="report-chart">') : html.index("</figure>")]
+    assert f'<li class="chart-partial-note">{partial}</li>' in chart
+    # Drawn apart: a hollow point per kind and a dashed line into it.
+    assert chart.count('class="chart-point series-0 chart-partial"') == 1
+    assert 'stroke-dasharray="5 4"' in chart
+    assert f"{short_date(dated(days=14))} (partial)</text>" in chart
+
+
+def test_a_range_starting_mid_week_labels_its_first_week_partial(
+    reporter: Client, chain: dict[str, Any]
+) -> None:
+    # Wednesday of week 1 to Sunday of week 3: 5 of week 1's days; weeks 2 and 3 whole.
+    url = f"/reports/transactions/?date_from={dated(days=2)}&date_to={dated(days=20)}"
+    html = reporter.get(url).getvalue().decode()
+
+    chart = html[html.index('<figure class="report-chart">') : html.index("</figure>")]
+    notes = re.findall(r'<li class="chart-partial-note">([^<]*)</li>', chart)
+    assert notes == [f"Week of {short_date(MONDAY)} (partial, 5 of 7 days)"]
+    periods = [row[0] for row in page_table(html.encode()).body]
+    assert f"Week of {short_date(dated(days=14))}" in periods
+    assert not [period for period in periods if "partial" in period]
+
+
+def test_whole_weeks_and_months_are_not_labelled_partial(
+    reporter: Client, chain: dict[str, Any]
+) -> None:
+    whole_weeks = reporter.get(f"/reports/transactions/{RANGE}&period=week").getvalue().decode()
+    assert "partial" not in whole_weeks.split('id="report-table"')[1]
+    assert "(partial" not in whole_weeks
+
+    october = "/reports/transactions/?date_from=2026-10-01&date_to=2026-10-31&period=month"
+    assert "(partial" not in reporter.get(october).getvalue().decode()
+    part = "/reports/transactions/?date_from=2026-10-01&date_to=2026-10-20&period=month"
+    month = formats.date_format(datetime.date(2026, 10, 1), "YEAR_MONTH_FORMAT")
+    assert f"{month} (partial, 20 of 31 days)" in reporter.get(part).getvalue().decode()
+
+
+def test_period_span_counts_the_days_of_a_period_in_the_range() -> None:
+    span = reports.period_span(
+        dated(days=14), reports.Period.WEEK, date_from=MONDAY, date_to=dated(days=16)
+    )
+    assert (span.days, span.covered, span.partial) == (7, 3, True)
+    whole = reports.period_span(
+        MONDAY, reports.Period.WEEK, date_from=MONDAY, date_to=dated(days=6)
+    )
+    assert (whole.days, whole.covered, whole.partial) == (7, 7, False)
+    february = reports.period_span(
+        datetime.date(2028, 2, 1),
+        reports.Period.MONTH,
+        date_from=datetime.date(2028, 2, 10),
+        date_to=datetime.date(2028, 3, 31),
+    )
+    assert (february.days, february.covered) == (29, 20)

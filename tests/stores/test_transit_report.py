@@ -21,7 +21,7 @@ from stores.transfers import inbounds_make
 from sync.models import SyncPeer
 from sync.services import peer_save, preferences_update
 from tests.factories import PeerStateFactory, UserFactory
-from tests.stores.test_reports import page_table
+from tests.stores.test_reports import page_table, short_date
 
 pytestmark = pytest.mark.django_db
 
@@ -221,19 +221,19 @@ def test_the_page_shows_the_transfers_totals_badges_and_chart(
 ) -> None:
     response = reporter.get(URL)
     assert response.status_code == 200
-    table = page_table(response.content)
+    table = page_table(response.getvalue())
     old, far, back = network["old"], network["far"], network["back"]
     assert [row[:5] + row[7:] for row in table.body] == [
-        ["WH Regional warehouse", "CL Hill clinic", str(old.number), old.date.isoformat(), "40",
+        ["WH Regional warehouse", "CL Hill clinic", str(old.number), short_date(old.date), "40",
          "90.00"],
-        ["WH Regional warehouse", "RM Remote post", str(far.number), far.date.isoformat(), "10",
+        ["WH Regional warehouse", "RM Remote post", str(far.number), short_date(far.date), "10",
          "240.00"],
-        ["CL Hill clinic", "WH Regional warehouse", str(back.number), back.date.isoformat(), "2",
+        ["CL Hill clinic", "WH Regional warehouse", str(back.number), short_date(back.date), "2",
          "21.00"],
     ]  # fmt: skip
     assert [row[5] for row in table.body] == ["Over 30 days", "Over 7 days", "OK"]
     assert table.footer == [["Total", "3 transfers", "", "—", "—", "", "—", "351.00"]]
-    html = response.content.decode()
+    html = response.getvalue().decode()
     assert '<td class="sync-badge sync-error">Over 30 days</td>' in html
     assert '<td class="sync-badge sync-warning">Over 7 days</td>' in html
     assert 'aria-label="Value in transit by receiving store"' in html
@@ -249,7 +249,7 @@ def test_the_csv_holds_the_same_rows_under_the_same_filters(
 ) -> None:
     response = reporter.get(URL, {"from_store": "WH", "format": "csv"})
     assert response["Content-Disposition"] == 'attachment; filename="goods-in-transit.csv"'
-    rows = list(csv.reader(io.StringIO(response.content.decode())))
+    rows = list(csv.reader(io.StringIO(response.getvalue().decode())))
     old, far = network["old"], network["far"]
     assert rows == [
         ["From store", "To store", "Outbound number", "Date sent", "Days in transit", "Status",
@@ -269,7 +269,7 @@ def test_the_report_needs_the_reports_permission(client: Client, network: dict[s
 
 
 def test_the_reports_index_lists_goods_in_transit(reporter: Client) -> None:
-    page = reporter.get("/reports/").content.decode()
+    page = reporter.get("/reports/").getvalue().decode()
     assert f'href="{URL}">Goods in transit</a>' in page
 
 
@@ -282,7 +282,7 @@ def test_a_satellites_page_shows_its_own_stores_transfers(
         peer=SyncPeer(sync_id=1, name="master", store_code="WH", url="http://127.0.0.1:8000/")
     )
     PeerStateFactory(peer=master, hosted_store_id=network["remote"].pk)
-    table = page_table(reporter.get(URL).content)
+    table = page_table(reporter.get(URL).getvalue())
     assert [row[:3] for row in table.body] == [
         ["WH Regional warehouse", "RM Remote post", str(network["far"].number)]
     ]
@@ -305,7 +305,7 @@ def test_the_list_marks_each_half_and_links_the_other_when_held_here(
     admin_client: Client, network: dict[str, Any]
 ) -> None:
     old = network["old"]
-    page = admin_client.get("/admin/stores/transaction/").content.decode()
+    page = admin_client.get("/admin/stores/transaction/").getvalue().decode()
     assert (
         f'<a class="transfer-badge transfer-outbound" href="{change_url(old.inbound)}" '
         f'title="{old.inbound} of CL Hill clinic">Outbound to CL</a>'
@@ -327,7 +327,7 @@ def test_a_received_outbound_shows_where_when_and_sent_against_received(
     admin_client: Client, network: dict[str, Any]
 ) -> None:
     done = network["done"]
-    page = admin_client.get(change_url(done)).content.decode()
+    page = admin_client.get(change_url(done)).getvalue().decode()
     today = timezone.localdate().isoformat()
     assert (
         f'<a href="{change_url(done.inbound)}">Received at CL Hill clinic on {today}</a>.'
@@ -343,14 +343,14 @@ def test_an_unreceived_outbound_says_in_transit_or_waiting_in_draft(
     admin_client: Client, network: dict[str, Any]
 ) -> None:
     old, far = network["old"], network["far"]
-    waiting = admin_client.get(change_url(old)).content.decode()
+    waiting = admin_client.get(change_url(old)).getvalue().decode()
     assert (
         f'Not yet received: <a href="{change_url(old.inbound)}">{old.inbound}</a> waits in draft '
         "at CL Hill clinic."
     ) in waiting
     assert (
         "In transit: not yet received at RM Remote post."
-        in admin_client.get(change_url(far)).content.decode()
+        in admin_client.get(change_url(far)).getvalue().decode()
     )
 
 
@@ -358,7 +358,7 @@ def test_an_inbound_shows_its_outbounds_number_and_sent_quantities(
     admin_client: Client, network: dict[str, Any]
 ) -> None:
     old = network["old"]
-    page = admin_client.get(change_url(old.inbound)).content.decode()
+    page = admin_client.get(change_url(old.inbound)).getvalue().decode()
     assert (
         f'<a href="{change_url(old)}">Customer invoice (goods issued) {old.number} of '
         f"WH Regional warehouse</a>, sent on {old.date.isoformat()}."
@@ -374,7 +374,7 @@ def test_a_plain_invoice_has_no_transfer_fields(
     admin_client: Client, network: dict[str, Any]
 ) -> None:
     receipt = Transaction.objects.filter(kind=Transaction.Kind.SUPPLIER_INVOICE, transfer_of=None)
-    page = admin_client.get(change_url(receipt.first())).content.decode()  # type: ignore[arg-type]
+    page = admin_client.get(change_url(receipt.first())).getvalue().decode()  # type: ignore[arg-type]
     assert "transfer-lines" not in page
     assert "field-received" not in page
     assert "field-sent" not in page
@@ -390,7 +390,7 @@ def test_the_incoming_filter_lists_inbound_drafts_of_stores_hosted_here(
     assert shown == {network["old"].inbound.pk, network["back"].inbound.pk}
     assert remote_inbound.pk not in shown
     assert network["done"].inbound.pk not in shown  # received
-    assert "Incoming waiting to be received" in response.content.decode()
+    assert "Incoming waiting to be received" in response.getvalue().decode()
 
 
 def page_rows(page: str) -> list[list[str]]:

@@ -13,6 +13,7 @@ from django.utils import timezone
 from stores.models import Transaction
 from tests.factories import UserFactory
 from tests.servers import ROOT
+from tests.stores.test_reports import short_date
 from tests.stores.test_transit_report import database_value, network  # noqa: F401
 
 pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
@@ -72,7 +73,7 @@ def expected_rows(*outbounds: Transaction) -> list[list[str]]:
                 str(outbound.store),
                 str(receiver),
                 str(outbound.number),
-                outbound.date.isoformat(),
+                short_date(outbound.date),
                 str((today - outbound.date).days),
                 str(inbound.number) if inbound else "—",
                 f"{database_value(outbound):,.2f}",
