@@ -19,7 +19,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone, translation
 
-from msupply.i18n import translations_compile, translations_fill
+from msupply.i18n import translations_compile
 from msupply.middleware import TIMEZONE_COOKIE, viewer_timezone
 from sync.display import local_time_text
 from sync.errors import ErrorCode, SyncError, error_text
@@ -228,19 +228,3 @@ def test_unknown_and_malformed_time_zones_are_ignored() -> None:
     assert str(viewer_timezone("Africa/Nairobi")) == "Africa/Nairobi"
     for zone in ["", "Not/AZone", "../../etc/passwd", "/etc/localtime", "x" * 300]:
         assert viewer_timezone(zone) is None, zone
-
-
-def test_fill_translates_new_messages_from_the_glossary(tmp_path: Path) -> None:
-    folder = tmp_path / "fr" / "LC_MESSAGES"
-    folder.mkdir(parents=True)
-    catalogue = polib.POFile()
-    catalogue.append(polib.POEntry(msgid="Stock-outs", msgstr=""))
-    catalogue.append(polib.POEntry(msgid="Not in the glossary", msgstr=""))
-    catalogue.append(polib.POEntry(msgid="Home", msgstr="Accueil"))
-    catalogue.save(str(folder / "django.po"))
-    shutil.copy(FRENCH_PO.parent.parent / "glossary.po", tmp_path / "fr" / "glossary.po")
-    left = translations_fill(locale_dir=tmp_path)
-    assert left == {folder / "django.po": ["Not in the glossary"]}
-    filled = polib.pofile(str(folder / "django.po"))
-    assert filled.find("Stock-outs").msgstr == "Ruptures de stock"
-    assert filled.find("Home").msgstr == "Accueil"
