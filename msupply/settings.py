@@ -314,8 +314,8 @@ LOGGING = {
 }
 
 # Import and export of master data in the admin (stores.resources), CSV and XLSX only; export
-# needs the view permission; a value starting with = + - @ is escaped in exported files, so a
-# spreadsheet never runs it as a formula.
+# needs the view permission; a value's leading = is dropped in exported files, so a spreadsheet
+# never runs it as a formula.
 # https://django-import-export.readthedocs.io/en/latest/installation.html#settings
 from import_export.formats.base_formats import CSV, XLSX  # noqa: E402
 
