@@ -27,6 +27,7 @@ from django.utils.text import Truncator
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_post_parameters
+from import_export import resources
 from import_export.admin import ExportMixin
 
 from stores.admin import last_change_text
@@ -319,8 +320,16 @@ STALENESS_TITLES = {
 }
 
 
+class SyncPeerResource(resources.ModelResource):
+    """The Sync with list as a file, without the key hashes (no use outside this database)."""
+
+    class Meta:
+        model = SyncPeer
+        exclude = ["key_hash", "pending_key_hash"]
+
+
 @admin.register(SyncPeer)
-class SyncPeerAdmin(HistoryFromServices):
+class SyncPeerAdmin(ExportMixin, HistoryFromServices):
     """The Sync with list; servers are added or removed only while the preferences are unlocked.
 
     Each row shows how syncing with that server goes; on a satellite it also has Sync now and
@@ -338,6 +347,7 @@ class SyncPeerAdmin(HistoryFromServices):
     ]
     readonly_fields = ["last_changed", "stages"]
     search_fields = ["name", "store_code", "url"]
+    resource_classes = [SyncPeerResource]
     list_select_related = ["state"]
 
     class Media:
@@ -683,8 +693,8 @@ class SyncPeerAdmin(HistoryFromServices):
         return self._peer_or_404(request, peer_id)
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Sync writes these rows itself; the admin only shows them."""
+class ReadOnlyAdmin(ExportMixin, admin.ModelAdmin):
+    """Sync writes these rows itself; the admin only shows (and exports) them."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -707,7 +717,7 @@ RESULT_COLOURS = {
 ERROR_MESSAGE_CHARS = 90
 
 
-class SyncRecordAdmin(ExportMixin, ReadOnlyAdmin):
+class SyncRecordAdmin(ReadOnlyAdmin):
     """A list of sync records (runs or exchanges): local times, coloured results, short errors."""
 
     search_fields = ["message", "error_code"]

@@ -1,6 +1,8 @@
 """The sync log and exchange lists: readable times, durations, colours, errors and filters."""
 
+import csv
 import html
+import io
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -9,11 +11,15 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from stores import services
 from sync.display import duration_text, local_time_text
-from sync.models import SyncLog, SyncResult, SyncTrigger
+from sync.models import AuthFailure, SyncLog, SyncPeer, SyncResult, SyncTrigger
+from sync.services import peer_save, preferences_update
 from tests.factories import SyncExchangeFactory, SyncLogFactory
 
 pytestmark = pytest.mark.django_db
+
+CSV = "0"  # the export form's first format choice (settings.IMPORT_EXPORT_FORMATS)
 
 LOG_LIST = reverse("admin:sync_synclog_changelist")
 STARTED = datetime(2026, 3, 9, 11, 3, 22, 123456, tzinfo=UTC)
@@ -160,3 +166,34 @@ def test_exchange_list_shows_durations_local_times_and_the_error(admin_client: C
     assert "4 records, 2.0\xa0KB in, 0\xa0bytes out" in page
     assert_short_error(page, "wrong_credentials")
     assert 'class="sync-badge sync-error"' in page
+
+
+def export_rows(client: Client, url: str) -> list[dict[str, str]]:
+    """The rows of the CSV export at `url` (a list's export page, with its filters), all fields."""
+    page = client.get(url)
+    fields = [name for name in page.context["form"].fields if "resource_" in name]
+    response = client.post(url, {"format": CSV, "resource": "0", **dict.fromkeys(fields, "on")})
+    assert response.status_code == 200
+    return list(csv.DictReader(io.StringIO(response.content.decode("utf-8-sig"))))
+
+
+def test_every_sync_list_exports_and_sync_with_leaves_out_the_key_hashes(
+    admin_client: Client,
+) -> None:
+    preferences_update(sync_id=1, username="sync", password="pw")
+    store = services.store_create(code="S020", name="Lake Clinic")
+    peer = peer_save(
+        peer=SyncPeer(sync_id=2, name="Lake", store_code=store.code, url="http://lake.example/")
+    )
+    SyncPeer.objects.filter(pk=peer.pk).update(key_hash="a" * 64, pending_key_hash="b" * 64)
+    AuthFailure.objects.create(address="203.0.113.9", sync_id=7, code="wrong_credentials")
+
+    peers = export_rows(admin_client, reverse("admin:sync_syncpeer_export"))
+    assert [(row["sync_id"], row["name"], row["url"]) for row in peers] == [
+        ("2", "Lake", "http://lake.example/")
+    ]
+    assert not {"key_hash", "pending_key_hash"} & set(peers[0])
+    failures = export_rows(admin_client, reverse("admin:sync_authfailure_export"))
+    assert [row["address"] for row in failures] == ["203.0.113.9"]
+    for model in ["bufferedrecord", "rejectedrecord"]:
+        assert export_rows(admin_client, reverse(f"admin:sync_{model}_export")) == []
