@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import polib
@@ -21,10 +21,18 @@ from django.utils import timezone, translation
 
 from msupply.i18n import translations_compile
 from msupply.middleware import TIMEZONE_COOKIE, viewer_timezone
+from stores.models import StockLine, Transaction
 from sync.display import local_time_text
 from sync.errors import ErrorCode, SyncError, error_text
 from sync.models import SyncResult
-from tests.factories import SyncLogFactory
+from tests.factories import (
+    ItemFactory,
+    StockLineFactory,
+    StoreFactory,
+    SyncLogFactory,
+    TransactionFactory,
+    TransactionLineFactory,
+)
 from tests.sync.test_auth import caller, shake, sites  # noqa: F401 - the fixture
 
 ROOT = Path(settings.BASE_DIR)
@@ -148,6 +156,34 @@ def test_an_admin_page_and_a_report_in_french(admin_client: Client) -> None:
     assert ">Rapports</a>" in report
     for tab in ["Stock disponible", "Stock proche de la péremption", "Marchandises en transit"]:
         assert f">{tab}</a>" in report, tab
+
+
+@pytest.mark.django_db
+def test_a_service_refusal_shows_in_french_in_the_admin(admin_client: Client) -> None:
+    store = StoreFactory(code="CMS", name="Central Medical Store")
+    item = ItemFactory(code="OXY", name="Oxytocin")
+    expiry = date(2027, 3, 9)
+    StockLineFactory(store=store, item=item, batch="B1", expiry=expiry, quantity=10)
+    record = TransactionFactory(store=store, kind=Transaction.Kind.CUSTOMER_INVOICE)
+    TransactionLineFactory(transaction=record, item=item, batch="B1", expiry=expiry, quantity=15)
+    admin_client.cookies[settings.LANGUAGE_COOKIE_NAME] = "fr"
+
+    response = admin_client.post(
+        reverse("admin:stores_transaction_changelist"),
+        {"action": "finalise", "_selected_action": [str(record.pk)]},
+        follow=True,
+    )
+
+    shown = [str(message) for message in response.context["messages"]]
+    assert shown == [
+        "Impossible de sortir 15 de OXY Oxytocin lot B1 (péremption 09/03/2027) : seulement 10 "
+        "en stock dans CMS Central Medical Store.",
+        "0 transaction(s) finalisée(s).",
+    ]
+    page = html.unescape(response.content.decode())
+    assert "Facture client (marchandises sorties)" in page  # the kind's label, in the list
+    assert Transaction.objects.get(pk=record.pk).status == Transaction.Status.DRAFT
+    assert StockLine.objects.get().quantity == 10
 
 
 @pytest.mark.django_db
