@@ -27,12 +27,16 @@ from sync.errors import ErrorCode, SyncError, error_text
 from sync.models import SyncResult
 from tests.factories import (
     ItemFactory,
+    PeerStateFactory,
     StockLineFactory,
     StoreFactory,
+    SyncExchangeFactory,
     SyncLogFactory,
+    SyncPeerFactory,
     TransactionFactory,
     TransactionLineFactory,
 )
+from tests.stores.test_reports import csv_rows
 from tests.sync.test_auth import caller, shake, sites  # noqa: F401 - the fixture
 
 ROOT = Path(settings.BASE_DIR)
@@ -225,6 +229,36 @@ def test_a_stored_sync_error_shows_in_the_viewers_language(admin_client: Client)
     )
     assert stored in english
     assert "erroné" not in english
+
+
+@pytest.mark.django_db
+def test_the_sync_status_report_shows_last_errors_in_the_viewers_language(
+    admin_client: Client,
+) -> None:
+    stored = "The master refused the password (or the sync user name)."
+    for sync_id in (3, 4):
+        PeerStateFactory(
+            peer=SyncPeerFactory(sync_id=sync_id, store_code=StoreFactory().code),
+            last_error=stored if sync_id == 3 else "",
+        )
+    # Satellite 3's state keeps the message; its failed run has the code. Satellite 4 has a
+    # failure streak on the master, from its refused logins.
+    SyncLogFactory(
+        peer_sync_id=3, error_code=ErrorCode.WRONG_CREDENTIALS, message=stored, started_at=STARTED
+    )
+    SyncExchangeFactory(sync_id=4, message=stored)
+    url = reverse("sync_status_report") + "?format=csv"
+    label = "Nom d'utilisateur ou mot de passe de synchronisation erroné"
+
+    admin_client.cookies[settings.LANGUAGE_COOKIE_NAME] = "fr"
+    french = {row[0]: row[9] for row in csv_rows(admin_client.get(url).getvalue())[1:]}
+    admin_client.cookies[settings.LANGUAGE_COOKIE_NAME] = "en"
+    english = {row[0]: row[9] for row in csv_rows(admin_client.get(url).getvalue())[1:]}
+
+    assert french["3"].startswith(label)
+    assert french["3"].endswith(f"Détail : {stored}")
+    assert french["4"].startswith(f"wrong_credentials: {label}")
+    assert english == {"3": stored, "4": f"wrong_credentials: {stored}"}
 
 
 def test_error_text_translates_the_code_and_keeps_the_stored_detail() -> None:
