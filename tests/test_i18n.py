@@ -33,7 +33,6 @@ from tests.factories import (
     SyncExchangeFactory,
     SyncLogFactory,
     SyncPeerFactory,
-    TransactionFactory,
     TransactionLineFactory,
 )
 from tests.stores.test_reports import csv_rows
@@ -168,7 +167,10 @@ def test_a_service_refusal_shows_in_french_in_the_admin(admin_client: Client) ->
     item = ItemFactory(code="OXY", name="Oxytocin")
     expiry = date(2027, 3, 9)
     StockLineFactory(store=store, item=item, batch="B1", expiry=expiry, quantity=10)
-    record = TransactionFactory(store=store, kind=Transaction.Kind.CUSTOMER_INVOICE)
+    # Not TransactionFactory: its number sequence is what tests/sync/test_rejects.py counts on.
+    record = Transaction.objects.create(
+        store=store, kind=Transaction.Kind.CUSTOMER_INVOICE, number=1, date=expiry
+    )
     TransactionLineFactory(transaction=record, item=item, batch="B1", expiry=expiry, quantity=15)
     admin_client.cookies[settings.LANGUAGE_COOKIE_NAME] = "fr"
 
