@@ -460,7 +460,7 @@ class TransactionAdmin(ExportMixin, ServiceAdmin):
             gettext('<a href="{url}">Received at {store} on {date}</a>.{lines}'),
             url=_change_url(inbound),
             store=str(inbound.store),
-            date=inbound.received_on.isoformat(),
+            date=formats.date_format(inbound.received_on, "DATE_FORMAT"),
             lines=_transfer_lines_table(transfer_lines(record), gettext("Received")),
         )
 
@@ -477,7 +477,7 @@ class TransactionAdmin(ExportMixin, ServiceAdmin):
             url=_change_url(outbound),
             record=str(outbound),
             store=str(outbound.store),
-            date=outbound.date.isoformat(),
+            date=formats.date_format(outbound.date, "DATE_FORMAT"),
             lines=_transfer_lines_table(transfer_lines(outbound), received),
         )
 

@@ -4,6 +4,7 @@ import uuid
 
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
 
 
 class SyncedModel(models.Model):
@@ -48,21 +49,21 @@ class Item(SyncedModel):
 # Module level, not nested in their models: a model's Meta cannot see its class body, and
 # the CHECK constraints below need the values.
 class NameKind(models.TextChoices):
-    CUSTOMER = "customer", "Customer"
-    SUPPLIER = "supplier", "Supplier"
+    CUSTOMER = "customer", _("Customer")
+    SUPPLIER = "supplier", _("Supplier")
     # The name a store trades under: a customer invoice to it is a transfer (stores.transfers).
-    STORE = "store", "Store"
+    STORE = "store", _("Store")
 
 
 class TransactionKind(models.TextChoices):
-    SUPPLIER_INVOICE = "supplier_invoice", "Supplier invoice (goods received)"
-    CUSTOMER_INVOICE = "customer_invoice", "Customer invoice (goods issued)"
-    INVENTORY_ADJUSTMENT = "inventory_adjustment", "Inventory adjustment"
+    SUPPLIER_INVOICE = "supplier_invoice", _("Supplier invoice (goods received)")
+    CUSTOMER_INVOICE = "customer_invoice", _("Customer invoice (goods issued)")
+    INVENTORY_ADJUSTMENT = "inventory_adjustment", _("Inventory adjustment")
 
 
 class TransactionStatus(models.TextChoices):
-    DRAFT = "draft", "Draft"
-    FINALISED = "finalised", "Finalised"
+    DRAFT = "draft", _("Draft")
+    FINALISED = "finalised", _("Finalised")
 
 
 class Name(SyncedModel):
@@ -81,7 +82,7 @@ class Name(SyncedModel):
         null=True,
         blank=True,
         related_name="trading_name",
-        help_text="The store that trades under this name: invoices to it are transfers.",
+        help_text=_("The store that trades under this name: invoices to it are transfers."),
     )
 
     class Meta:
@@ -120,7 +121,7 @@ class Transaction(SyncedModel):
         blank=True,
         editable=False,
         related_name="inbound",
-        help_text="The outbound transfer this inbound transfer receives.",
+        help_text=_("The outbound transfer this inbound transfer receives."),
     )
     # When an inbound transfer was received (finalised) at its store.
     received_on = models.DateField(null=True, blank=True, editable=False)

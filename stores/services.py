@@ -10,7 +10,8 @@ from typing import Any, TypeVar
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models, transaction
 from django.db.models import Max, ProtectedError
-from django.utils import timezone
+from django.utils import formats, timezone
+from django.utils.translation import gettext as _
 
 from msupply.acting_user import Actor, changes_by
 from msupply.identity import (
@@ -36,9 +37,12 @@ def master_data_ensure_writable() -> None:
     """Refuse master-data writes on a satellite, as the seed document requires."""
     if not site_is_master():
         raise MasterDataReadOnlyError(
-            "Items, names and stores can only be added, changed or deleted on the master server "
-            f"(Sync ID 1). This server is satellite {site_sync_id()}: make the change on the "
-            "master and it will arrive here at the next sync."
+            _(
+                "Items, names and stores can only be added, changed or deleted on the master "
+                "server (Sync ID 1). This server is satellite %(sync_id)s: make the change on the "
+                "master and it will arrive here at the next sync."
+            )
+            % {"sync_id": site_sync_id()}
         )
 
 
@@ -50,8 +54,11 @@ def store_data_ensure_writable(*, store: Store) -> None:
     """Refuse transaction and stock writes for a store that another site hosts."""
     if not store_is_hosted_here(store.pk):
         raise StoreNotHostedHereError(
-            f"Store {store} is hosted by another server: its transactions and stock are entered "
-            "there and reach this server by synchronisation."
+            _(
+                "Store %(store)s is hosted by another server: its transactions and stock are "
+                "entered there and reach this server by synchronisation."
+            )
+            % {"store": store}
         )
 
 
@@ -113,8 +120,11 @@ def master_record_delete(*, record: MasterRecord, by: Actor = None) -> MasterRec
     master_data_ensure_writable()
     if isinstance(record, Store) and (peer := store_hosting_peer(code=record.code)):
         raise ValidationError(
-            f"Store {record} is hosted by satellite {peer}: remove that server from Sync with "
-            "first (Preferences > Synchronisation), then delete the store."
+            _(
+                "Store %(store)s is hosted by satellite %(peer)s: remove that server from Sync "
+                "with first (Preferences > Synchronisation), then delete the store."
+            )
+            % {"store": record, "peer": peer}
         )
     if not master_record_may_be_held(table_name=record._meta.db_table, record_id=record.pk):
         try:
@@ -223,8 +233,11 @@ def transaction_save(*, record: Transaction, lines: list[LineInput] | None = Non
         _draft_ensure(stored)
         if record.store_id != stored.store_id:
             raise ValidationError(
-                f"{stored} belongs to {stored.store}: a transaction cannot move to another store. "
-                "Delete the draft and enter it in the other store."
+                _(
+                    "%(transaction)s belongs to %(store)s: a transaction cannot move to another "
+                    "store. Delete the draft and enter it in the other store."
+                )
+                % {"transaction": stored, "store": stored.store}
             )
         if lines is None:
             lines = [LineInput.of(line) for line in stored.lines.select_related("item")]
@@ -246,8 +259,11 @@ def _inbound_changes_check(
     removes a line that did not arrive; the rest is what the sender sent."""
     if (record.kind, record.name_id, record.date) != (stored.kind, stored.name_id, stored.date):
         raise ValidationError(
-            f"{stored} is an inbound transfer: its kind, supplier and date are the sender's. "
-            "Only the received quantities can be corrected."
+            _(
+                "%(transaction)s is an inbound transfer: its kind, supplier and date are the "
+                "sender's. Only the received quantities can be corrected."
+            )
+            % {"transaction": stored}
         )
     sent = {line.pk: line for line in stored.lines.all()}
     outbound_lines = TransactionLine.objects.filter(transaction__inbound=stored)
@@ -256,8 +272,11 @@ def _inbound_changes_check(
         was = sent.get(line.id) if line.id is not None else None
         if was is None:
             raise ValidationError(
-                f"{stored} is an inbound transfer: it receives the lines that were sent, so a "
-                "line cannot be added to it."
+                _(
+                    "%(transaction)s is an inbound transfer: it receives the lines that were "
+                    "sent, so a line cannot be added to it."
+                )
+                % {"transaction": stored}
             )
         if (line.item.pk, line.batch, line.expiry, line.cost_price) != (
             was.item_id,
@@ -266,22 +285,31 @@ def _inbound_changes_check(
             was.cost_price,
         ):
             raise ValidationError(
-                f"{stored} is an inbound transfer: a line's item, batch, expiry and cost are "
-                "the sender's. Only the received quantity can be corrected."
+                _(
+                    "%(transaction)s is an inbound transfer: a line's item, batch, expiry and "
+                    "cost are the sender's. Only the received quantity can be corrected."
+                )
+                % {"transaction": stored}
             )
         most = sent_quantity.get(was.pk, was.quantity)
         if line.quantity > most:
             raise ValidationError(
-                f"{line.item} batch {line.batch}: {line.quantity} received is more than the "
-                f"{most} sent. Receive at most what was sent."
+                _(
+                    "%(item)s batch %(batch)s: %(received)s received is more than the %(sent)s "
+                    "sent. Receive at most what was sent."
+                )
+                % {"item": line.item, "batch": line.batch, "received": line.quantity, "sent": most}
             )
 
 
 def _draft_ensure(record: Transaction) -> None:
     if record.status != Transaction.Status.DRAFT:
         raise ValidationError(
-            f"{record} of {record.store} is finalised, so it can no longer be changed or "
-            "deleted: its stock has moved. Enter an inventory adjustment to correct stock."
+            _(
+                "%(transaction)s of %(store)s is finalised, so it can no longer be changed or "
+                "deleted: its stock has moved. Enter an inventory adjustment to correct stock."
+            )
+            % {"transaction": record, "store": record.store}
         )
 
 
@@ -292,7 +320,9 @@ def _lines_save(*, record: Transaction, lines: list[LineInput]) -> None:
     stored = {line.pk: line for line in record.lines.select_related("item")}
     kept = {line.id for line in lines if line.id is not None}
     if kept - stored.keys():
-        raise ValidationError(f"A line given to change is not a line of {record}.")
+        raise ValidationError(
+            _("A line given to change is not a line of %(transaction)s.") % {"transaction": record}
+        )
     record.lines.exclude(pk__in=kept).delete()
     changed, added = [], []
     for line in lines:
@@ -319,8 +349,12 @@ def transaction_delete(*, record: Transaction) -> None:
     _draft_ensure(stored)
     if stored.transfer_of_id is not None:
         raise ValidationError(
-            f"{stored} of {stored.store} is an inbound transfer: it cannot be deleted. Correct "
-            "the received quantities (or remove a line that did not arrive) and finalise it."
+            _(
+                "%(transaction)s of %(store)s is an inbound transfer: it cannot be deleted. "
+                "Correct the received quantities (or remove a line that did not arrive) and "
+                "finalise it."
+            )
+            % {"transaction": stored, "store": stored.store}
         )
     stored.delete()
 
@@ -328,14 +362,20 @@ def transaction_delete(*, record: Transaction) -> None:
 def transaction_lines_validate(*, kind: str, lines: list[LineInput]) -> None:
     """Refuse a transaction without lines, a zero quantity, or a negative one on an invoice."""
     if not lines:
-        raise ValidationError("A transaction needs at least one line.")
+        raise ValidationError(_("A transaction needs at least one line."))
     for line in lines:
         if line.quantity == 0:
-            raise ValidationError(f"The quantity of {line.item} batch {line.batch} is zero.")
+            raise ValidationError(
+                _("The quantity of %(item)s batch %(batch)s is zero.")
+                % {"item": line.item, "batch": line.batch}
+            )
         if kind != Transaction.Kind.INVENTORY_ADJUSTMENT and line.quantity < 0:
             raise ValidationError(
-                f"Invoice quantities must be positive: {line.item} batch {line.batch} has "
-                f"{line.quantity}. Use an inventory adjustment to reduce stock."
+                _(
+                    "Invoice quantities must be positive: %(item)s batch %(batch)s has "
+                    "%(quantity)s. Use an inventory adjustment to reduce stock."
+                )
+                % {"item": line.item, "batch": line.batch, "quantity": line.quantity}
             )
 
 
@@ -348,7 +388,10 @@ def transaction_finalise(*, record: Transaction) -> Transaction:
     record = Transaction.objects.select_for_update().select_related("store").get(pk=record.pk)
     store_data_ensure_writable(store=record.store)
     if record.status == Transaction.Status.FINALISED:
-        raise ValidationError(f"{record} of {record.store} is already finalised.")
+        raise ValidationError(
+            _("%(transaction)s of %(store)s is already finalised.")
+            % {"transaction": record, "store": record.store}
+        )
     lines = list(record.lines.select_related("item"))
     # A draft may hold lines that no service wrote (an older admin, a direct edit): the
     # rules are checked again before stock moves.
@@ -373,8 +416,18 @@ def transaction_finalise(*, record: Transaction) -> Transaction:
         on_hand = stock_line.quantity if stock_line else 0
         if on_hand + delta < 0:
             shortfalls.append(
-                f"Cannot issue {-delta} of {names[key]} batch {key[1]} (expiry {key[2]}): "
-                f"only {on_hand} on hand in {record.store}."
+                _(
+                    "Cannot issue %(quantity)s of %(item)s batch %(batch)s (expiry %(expiry)s): "
+                    "only %(on_hand)s on hand in %(store)s."
+                )
+                % {
+                    "quantity": -delta,
+                    "item": names[key],
+                    "batch": key[1],
+                    "expiry": formats.date_format(key[2], "SHORT_DATE_FORMAT"),
+                    "on_hand": on_hand,
+                    "store": record.store,
+                }
             )
         elif stock_line is None:
             created.append(

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from django.db import transaction
 from django.db.models import Case, F, IntegerField, Max, Sum, Value, When
+from django.utils.translation import gettext
 
 from stores.models import StockLine, Transaction, TransactionLine
 from stores.services import STOCK_DIRECTION
@@ -145,7 +146,10 @@ def _take_back(client: MasterClient, progress: Callable[[str], None], batch_size
         )
         changeset_apply(changeset=changeset, source_site=MASTER_SYNC_ID)
         received += len(changeset)
-        progress(f"Restore: took back {received} records from the master, {remaining} to go.")
+        progress(
+            gettext("Restore: took back %(received)s records from the master, %(remaining)s to go.")
+            % {"received": received, "remaining": remaining}
+        )
         if remaining == 0:
             return received
 

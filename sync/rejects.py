@@ -238,7 +238,7 @@ def rejected_discard(*, records: Iterable[RejectedRecord], user: AbstractUser, n
     _ensure_may_resolve(user)
     note = note.strip()
     if not note:
-        raise ValueError("Say why these records are discarded: a note is required.")
+        raise ValueError(gettext("Say why these records are discarded: a note is required."))
     discarded = 0
     by_satellite: dict[int, list[RejectedRecord]] = {}
     for record in records:

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 from django.utils.timesince import timesince
 from django.utils.translation import gettext
@@ -12,7 +13,8 @@ from django.utils.translation import gettext_lazy as _
 from stores.models import Store
 from stores.reports import ReportScope
 
-from .models import MASTER_SYNC_ID, SyncPeer
+from .errors import error_text
+from .models import MASTER_SYNC_ID, SyncLog, SyncPeer, SyncResult
 from .selectors import Staleness, peers_with_exchanges, site_sync_id, sync_staleness
 
 STALENESS_LABELS: dict[Staleness, Any] = {
@@ -53,6 +55,25 @@ class SatelliteStatus:
         }
 
 
+def _last_failure_codes(sync_ids: list[int]) -> dict[int, tuple[str, str]]:
+    """Each peer's last failed run with a code, as (code, message), in one query."""
+    failed = (
+        SyncLog.objects.filter(peer_sync_id=OuterRef("sync_id"), result=SyncResult.FAILURE)
+        .exclude(error_code="")
+        .order_by("-started_at")
+    )
+    rows = (
+        SyncPeer.objects.filter(sync_id__in=sync_ids)
+        .annotate(
+            code=Subquery(failed.values("error_code")[:1]),
+            message=Subquery(failed.values("message")[:1]),
+        )
+        .exclude(code=None)
+        .values_list("sync_id", "code", "message")
+    )
+    return {sync_id: (code, message) for sync_id, code, message in rows}
+
+
 def satellite_statuses(*, scope: ReportScope) -> list[SatelliteStatus]:
     """On the master, every satellite in the Sync with list; on a satellite, its own link."""
     # A satellite's only peer is the master, whose entry names the master's store; the satellite
@@ -75,6 +96,7 @@ def satellite_statuses(*, scope: ReportScope) -> list[SatelliteStatus]:
         code = scope.store.code if scope.store else ""
         names = {code: scope.store.name} if scope.store else {}
         links = [(master, site_sync_id(), gettext("This satellite"), code)] if master else []
+    codes = _last_failure_codes([peer.sync_id for peer, *_ in links])
     statuses = []
     for peer, sync_id, name, store_code in links:
         state = getattr(peer, "state", None)
@@ -82,9 +104,15 @@ def satellite_statuses(*, scope: ReportScope) -> list[SatelliteStatus]:
         streak = getattr(peer, "failure_streak", 0)
         last_error = state.last_error if state else ""
         if streak:
-            last_error = (
-                f"{getattr(peer, 'last_error_code', '')}: {getattr(peer, 'last_error_message', '')}"
-            )
+            code = getattr(peer, "last_error_code", "") or ""
+            message = getattr(peer, "last_error_message", "") or ""
+            last_error = f"{code}: {error_text(code, message)}"
+        elif last_error:
+            # The state keeps the English message only; the last failed run has its code, so
+            # the viewer reads the code's meaning in their language (sync.errors).
+            failed = codes.get(peer.sync_id)
+            if failed is not None and failed[1] == last_error:
+                last_error = error_text(failed[0], failed[1])
         statuses.append(
             SatelliteStatus(
                 sync_id=sync_id,

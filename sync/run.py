@@ -284,10 +284,15 @@ def connection_test() -> str:
     finally:
         client.close()
     satellite_password_forget()
-    return (
-        f"Connected to the master at {peer.url}: it accepts this satellite (Sync ID "
-        f"{preferences.sync_id}) for store {answer['store']['code']} {answer['store']['name']}."
-    )
+    return gettext(
+        "Connected to the master at %(url)s: it accepts this satellite (Sync ID %(sync_id)s) "
+        "for store %(code)s %(name)s."
+    ) % {
+        "url": peer.url,
+        "sync_id": preferences.sync_id,
+        "code": answer["store"]["code"],
+        "name": answer["store"]["name"],
+    }
 
 
 def _handshake(run: Run, client: MasterClient, state: PeerState) -> PushRecord:
@@ -301,7 +306,10 @@ def _handshake(run: Run, client: MasterClient, state: PeerState) -> PushRecord:
     state.hosted_store_id = answer["store"]["id"]
     state.last_contact_at = timezone.now()
     state.save(update_fields=["auth_token", "hosted_store_id", "last_contact_at"])
-    run.progress(f"Connected to the master; this satellite hosts store {answer['store']['code']}.")
+    run.progress(
+        gettext("Connected to the master; this satellite hosts store %(store)s.")
+        % {"store": answer["store"]["code"]}
+    )
     return _master_record(answer)
 
 
@@ -435,7 +443,8 @@ def _push_batches(run: Run, client: MasterClient, state: PeerState, master: Push
             log.records_pushed += len(page.changeset)
             log.save(update_fields=["records_pushed"])
             run.progress(
-                f"Pushed {log.records_pushed} records, {page.remaining} changes to go.",
+                gettext("Pushed %(pushed)s records, %(remaining)s changes to go.")
+                % {"pushed": log.records_pushed, "remaining": page.remaining},
                 done=log.records_pushed,
                 total=log.records_pushed + page.remaining,
                 label=gettext("Pushing"),
@@ -533,7 +542,8 @@ def _pull_pages(run: Run, client: MasterClient, state: PeerState) -> None:
             log.records_pulled += len(changeset)
             log.save(update_fields=["records_pulled"])
             run.progress(
-                f"Pulled {log.records_pulled} records, {remaining} to go.",
+                gettext("Pulled %(pulled)s records, %(remaining)s to go.")
+                % {"pulled": log.records_pulled, "remaining": remaining},
                 done=log.records_pulled,
                 total=log.records_pulled + remaining,
                 label=gettext("Pulling"),

@@ -24,6 +24,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from stores.models import Transaction
 from stores.transfers import transfers_routed_to
@@ -146,11 +147,14 @@ def snapshot_progress(*, done: int, total: int, done_here: int, seconds: float) 
     """Say how far an initialisation is: records done and in all, rate, and time left."""
     rate = done_here / seconds if seconds > 0 else 0.0
     left = max(total - done, 0) / rate if rate else None
-    eta = (
-        ""
-        if left is None
-        else f", about {left:.0f} s left"
-        if left < 90
-        else (f", about {left / 60:.0f} min left")
-    )
-    return f"Initialising: {done} of {total} records, {rate:.0f} records/s{eta}."
+    values = {"done": done, "total": total, "rate": f"{rate:.0f}"}
+    if left is None:
+        return gettext("Initialising: %(done)s of %(total)s records, %(rate)s records/s.") % values
+    if left < 90:
+        return gettext(
+            "Initialising: %(done)s of %(total)s records, %(rate)s records/s, "
+            "about %(left)s s left."
+        ) % {**values, "left": f"{left:.0f}"}
+    return gettext(
+        "Initialising: %(done)s of %(total)s records, %(rate)s records/s, about %(left)s min left."
+    ) % {**values, "left": f"{left / 60:.0f}"}

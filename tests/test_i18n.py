@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import polib
@@ -21,10 +21,21 @@ from django.utils import timezone, translation
 
 from msupply.i18n import translations_compile
 from msupply.middleware import TIMEZONE_COOKIE, viewer_timezone
+from stores.models import StockLine, Transaction
 from sync.display import local_time_text
 from sync.errors import ErrorCode, SyncError, error_text
 from sync.models import SyncResult
-from tests.factories import SyncLogFactory
+from tests.factories import (
+    ItemFactory,
+    PeerStateFactory,
+    StockLineFactory,
+    StoreFactory,
+    SyncExchangeFactory,
+    SyncLogFactory,
+    SyncPeerFactory,
+    TransactionLineFactory,
+)
+from tests.stores.test_reports import csv_rows
 from tests.sync.test_auth import caller, shake, sites  # noqa: F401 - the fixture
 
 ROOT = Path(settings.BASE_DIR)
@@ -151,6 +162,37 @@ def test_an_admin_page_and_a_report_in_french(admin_client: Client) -> None:
 
 
 @pytest.mark.django_db
+def test_a_service_refusal_shows_in_french_in_the_admin(admin_client: Client) -> None:
+    store = StoreFactory(code="CMS", name="Central Medical Store")
+    item = ItemFactory(code="OXY", name="Oxytocin")
+    expiry = date(2027, 3, 9)
+    StockLineFactory(store=store, item=item, batch="B1", expiry=expiry, quantity=10)
+    # Not TransactionFactory: its number sequence is what tests/sync/test_rejects.py counts on.
+    record = Transaction.objects.create(
+        store=store, kind=Transaction.Kind.CUSTOMER_INVOICE, number=1, date=expiry
+    )
+    TransactionLineFactory(transaction=record, item=item, batch="B1", expiry=expiry, quantity=15)
+    admin_client.cookies[settings.LANGUAGE_COOKIE_NAME] = "fr"
+
+    response = admin_client.post(
+        reverse("admin:stores_transaction_changelist"),
+        {"action": "finalise", "_selected_action": [str(record.pk)]},
+        follow=True,
+    )
+
+    shown = [str(message) for message in response.context["messages"]]
+    assert shown == [
+        "Impossible de sortir 15 de OXY Oxytocin lot B1 (péremption 09/03/2027) : seulement 10 "
+        "en stock dans CMS Central Medical Store.",
+        "0 transaction(s) finalisée(s).",
+    ]
+    page = html.unescape(response.content.decode())
+    assert "Facture client (marchandises sorties)" in page  # the kind's label, in the list
+    assert Transaction.objects.get(pk=record.pk).status == Transaction.Status.DRAFT
+    assert StockLine.objects.get().quantity == 10
+
+
+@pytest.mark.django_db
 def test_a_time_shows_in_the_locale_format_in_the_viewers_zone_named(
     admin_client: Client,
 ) -> None:
@@ -189,6 +231,36 @@ def test_a_stored_sync_error_shows_in_the_viewers_language(admin_client: Client)
     )
     assert stored in english
     assert "erroné" not in english
+
+
+@pytest.mark.django_db
+def test_the_sync_status_report_shows_last_errors_in_the_viewers_language(
+    admin_client: Client,
+) -> None:
+    stored = "The master refused the password (or the sync user name)."
+    for sync_id in (3, 4):
+        PeerStateFactory(
+            peer=SyncPeerFactory(sync_id=sync_id, store_code=StoreFactory().code),
+            last_error=stored if sync_id == 3 else "",
+        )
+    # Satellite 3's state keeps the message; its failed run has the code. Satellite 4 has a
+    # failure streak on the master, from its refused logins.
+    SyncLogFactory(
+        peer_sync_id=3, error_code=ErrorCode.WRONG_CREDENTIALS, message=stored, started_at=STARTED
+    )
+    SyncExchangeFactory(sync_id=4, message=stored)
+    url = reverse("sync_status_report") + "?format=csv"
+    label = "Nom d'utilisateur ou mot de passe de synchronisation erroné"
+
+    admin_client.cookies[settings.LANGUAGE_COOKIE_NAME] = "fr"
+    french = {row[0]: row[9] for row in csv_rows(admin_client.get(url).getvalue())[1:]}
+    admin_client.cookies[settings.LANGUAGE_COOKIE_NAME] = "en"
+    english = {row[0]: row[9] for row in csv_rows(admin_client.get(url).getvalue())[1:]}
+
+    assert french["3"].startswith(label)
+    assert french["3"].endswith(f"Détail : {stored}")
+    assert french["4"].startswith(f"wrong_credentials: {label}")
+    assert english == {"3": stored, "4": f"wrong_credentials: {stored}"}
 
 
 def test_error_text_translates_the_code_and_keeps_the_stored_detail() -> None:

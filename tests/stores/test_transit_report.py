@@ -323,12 +323,17 @@ def test_the_list_marks_each_half_and_links_the_other_when_held_here(
     assert "stores/admin.css" in page
 
 
+def long_date(value: datetime.date) -> str:
+    """A date as the admin writes it in English: `9 Mar 2026` (DATE_FORMAT), not ISO."""
+    return f"{value.day} {value.strftime('%b')} {value.year}"
+
+
 def test_a_received_outbound_shows_where_when_and_sent_against_received(
     admin_client: Client, network: dict[str, Any]
 ) -> None:
     done = network["done"]
     page = admin_client.get(change_url(done)).getvalue().decode()
-    today = timezone.localdate().isoformat()
+    today = long_date(timezone.localdate())
     assert (
         f'<a href="{change_url(done.inbound)}">Received at CL Hill clinic on {today}</a>.'
     ) in page
@@ -361,7 +366,7 @@ def test_an_inbound_shows_its_outbounds_number_and_sent_quantities(
     page = admin_client.get(change_url(old.inbound)).getvalue().decode()
     assert (
         f'<a href="{change_url(old)}">Customer invoice (goods issued) {old.number} of '
-        f"WH Regional warehouse</a>, sent on {old.date.isoformat()}."
+        f"WH Regional warehouse</a>, sent on {long_date(old.date)}."
     ) in page
     assert '<th class="num">To receive</th>' in page
     assert page_rows(page) == [
