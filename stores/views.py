@@ -227,7 +227,7 @@ def expiring_stock_report(request: HttpRequest) -> HttpResponseBase:
         expired = _("expired")
         if wants_csv(request):
             # Every batch, read from the database as the CSV streams out; PostgreSQL writes
-            # the rows itself (reports.EXPIRING_CSV holds these columns' cells).
+            # the lines itself (reports.EXPIRING_CSV holds these columns' cells).
             if expiring.csv_rows is not None:
                 table.stream_written(expiring.csv_rows)
             else:
