@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 import zlib
+from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -211,7 +212,7 @@ def _load() -> list[float]:
     return [round(load, 2) for load in os.getloadavg()]
 
 
-def time_reports(*, repeats: int) -> list[dict[str, Any]]:
+def time_reports(*, repeats: int, only: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Request each report (HTML and CSV) `repeats` times after a warm-up; one result each."""
     from django.contrib.auth import get_user_model
     from django.db import connection
@@ -251,6 +252,8 @@ def time_reports(*, repeats: int) -> list[dict[str, Any]]:
     ]
     results = []
     for name, url, goal in reports:
+        if only and name not in only:
+            continue
         for variant in ("html", "csv"):
             target = url if variant == "html" else f"{url}{'&' if '?' in url else '?'}format=csv"
             runs = []
@@ -303,7 +306,7 @@ def bench(*, database_url: str, options: argparse.Namespace, fresh: bool) -> lis
         vacuum_analyze()
         seconds = round(time.perf_counter() - start, 1)
         print(json.dumps({"setup": "seeded", **counts, "seconds": seconds}), flush=True)
-    results = time_reports(repeats=options.repeats)
+    results = time_reports(repeats=options.repeats, only=options.only)
     slow = [
         f"{result['report']} ({result['variant']}): {result['seconds']} s"
         for result in results
@@ -337,6 +340,13 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="REPORT",
+        help="Time only this report (its JSON name, e.g. expiring_stock_365_days); repeatable.",
+    )
     parser.add_argument(
         "--keep", action="store_true", help="Keep the scratch database and print its URL."
     )

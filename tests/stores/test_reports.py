@@ -10,16 +10,20 @@ from html.parser import HTMLParser
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.test import Client
 from django.urls import reverse
 from django.utils import formats, timezone
 from django.utils.translation import gettext as _
 
+from msupply.tables import Column, ReportTable, _csv_chunks
 from stores import reports, services
 from stores.models import Item, Name, Store, Transaction, TransactionLine
+from stores.views import _batch_values
 from sync.models import SyncPeer
 from sync.services import peer_save, preferences_update
 from tests.factories import (
+    ItemFactory,
     PeerStateFactory,
     StockLineFactory,
     StoreFactory,
@@ -971,3 +975,110 @@ def test_period_span_counts_the_days_of_a_period_in_the_range() -> None:
         date_to=datetime.date(2028, 3, 31),
     )
     assert (february.days, february.covered) == (29, 20)
+
+
+# --- expiring stock: the latest receipt's cost, and the CSV PostgreSQL writes ---------------
+
+
+def test_expiring_stock_values_each_batch_at_its_stores_latest_finalised_receipt(
+    reporter: Client,
+) -> None:
+    north, island, coast = (
+        StoreFactory(code=code) for code in ("S001", "S002", "S003")
+    )  # fmt: skip
+    item = ItemFactory(code="AMX")
+    expiry = in_days(20)
+
+    def received(store: Store, number: int, date: datetime.date, cost: str, **values: Any) -> None:
+        record = TransactionFactory(
+            store=store,
+            number=number,
+            date=date,
+            status=values.pop("status", Transaction.Status.FINALISED),
+            kind=values.pop("kind", Transaction.Kind.SUPPLIER_INVOICE),
+        )
+        TransactionLineFactory(
+            transaction=record, item=item, batch="B1", expiry=expiry, cost_price=Decimal(cost)
+        )
+
+    # North: the latest date wins over a higher number dated earlier; a draft, an issue and
+    # another store's later receipt of the same batch do not count.
+    received(north, 5, dated(days=20), "0.40")
+    received(north, 9, dated(days=10), "9.90")
+    received(north, 3, dated(days=1), "0.10")
+    received(north, 11, dated(days=30), "7.00", status=Transaction.Status.DRAFT)
+    received(north, 12, dated(days=28), "3.00", kind=Transaction.Kind.CUSTOMER_INVOICE)
+    received(island, 1, dated(days=25), "10.00")
+    # Coast: two receipts on one day, the higher number (the later one) wins.
+    received(coast, 1, dated(days=15), "0.50")
+    received(coast, 2, dated(days=15), "0.45")
+    for store in (north, island, coast):
+        StockLineFactory(store=store, item=item, batch="B1", expiry=expiry, quantity=10)
+
+    rows = csv_rows(reporter.get("/reports/expiring-stock/?format=csv").getvalue())
+    expiring = reports.expiring_stock(
+        scope=reports.ReportScope(is_master=True), today=timezone.localdate(), page=1
+    )
+
+    assert [(row[2], row[8], row[9]) for row in rows[1:-1]] == [
+        ("S001", "0.40", "4.00"),
+        ("S002", "10.00", "100.00"),
+        ("S003", "0.45", "4.50"),
+    ]
+    assert [(batch.store_code, batch.cost_price) for batch in expiring.batches] == [
+        ("S001", Decimal("0.40")),
+        ("S002", Decimal("10.00")),
+        ("S003", Decimal("0.45")),
+    ]
+    assert expiring.total_value == Decimal("108.50")
+
+
+@pytest.mark.skipif(
+    not settings.DATABASES["default"]["ENGINE"].endswith("postgresql"),
+    reason="PostgreSQL writes the expiring stock CSV lines itself; SQLite has the csv module only",
+)
+def test_expiring_stock_csv_postgresql_writes_equals_the_python_writer(reporter: Client) -> None:
+    store = StoreFactory(code="S001")
+    # Text the csv module quotes or escapes, formula starts, an empty unit, accents, an
+    # expired and an unpriced batch, and a price over ten.
+    names = ['Amoxicillin, "250" mg', "Line\nbreak", "=SUM(1)", "Crème\r\nsolaire", "Plain"]
+    for number, name in enumerate(names):
+        item = ItemFactory(code=f"-I{number}" if number % 2 else f"I{number}", name=name)
+        item.unit = "" if number == 1 else "tablet"
+        item.save()
+        expiry = in_days(number * 7 - 10)
+        StockLineFactory(store=store, item=item, batch=f"@B,{number}", expiry=expiry, quantity=3)
+        if number != 4:
+            TransactionLineFactory(
+                transaction=TransactionFactory(store=store, status=Transaction.Status.FINALISED),
+                item=item,
+                batch=f"@B,{number}",
+                expiry=expiry,
+                cost_price=Decimal("12.35") + number,
+            )
+    today = timezone.localdate()
+
+    def expiring() -> reports.ExpiringStock:
+        return reports.expiring_stock(
+            scope=reports.ReportScope(is_master=True), today=today, page=None
+        )
+
+    columns = [Column("h", kind) for kind, _cell in reports.EXPIRING_CSV]
+    by_python = ReportTable(columns)
+    by_python.stream(_batch_values(batch) for batch in expiring().batches)
+    # Read before the next report: a connection holds one report's table at a time.
+    python = "".join(map(str, _csv_chunks(by_python))).encode()
+    by_database = ReportTable(columns)
+    written = expiring().csv_rows
+    assert written is not None
+    by_database.stream_written(written)
+
+    database = "".join(_csv_chunks(by_database)).encode()
+    assert database == python
+    body = csv_rows(python)[1:]
+    assert len(body) == 5
+    assert body[1][4:6] == ["Line\nbreak", ""]
+    assert body[4][8:] == ["", ""]
+    # The view's download holds the same rows, between its heading and its totals.
+    download = reporter.get("/reports/expiring-stock/?format=csv").getvalue()
+    assert download.split(b"\r\n", 1)[1].startswith(python.split(b"\r\n", 1)[1])
