@@ -11,7 +11,7 @@ from urllib.request import HTTPCookieProcessor, OpenerDirector, Request, build_o
 
 import pytest
 
-from tests.servers import Cluster
+from tests.servers import Cluster, Site
 from tests.sync.realsites import sql, sync_ok
 
 # sql() takes no parameters: queries embed only codes these tests made themselves.
@@ -42,13 +42,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 class AdminSession:
     """A logged-in admin session on a real server, over plain HTTP with its cookies."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url.rstrip("/")
+    def __init__(self, site: Site) -> None:
+        self.url = site.url.rstrip("/")
+        self.csrf_cookie = site.cookie_names()["CSRF_COOKIE_NAME"]
         self.cookies = CookieJar()
         self.opener: OpenerDirector = build_opener(HTTPCookieProcessor(self.cookies))
 
     def csrf(self) -> str:
-        return next(cookie.value for cookie in self.cookies if cookie.name == "csrftoken") or ""
+        return next(c.value for c in self.cookies if c.name == self.csrf_cookie) or ""
 
     def get(self, path: str) -> str:
         with self.opener.open(self.url + path, timeout=60) as response:
@@ -104,7 +105,7 @@ def test_items_imported_in_the_masters_admin_reach_the_satellite_by_sync(
     master, satellite = cluster.master, cluster.satellites[0]
     rows = "\r\n".join(f"X{number:04d},Imported item {number},vial,1" for number in range(ITEMS))
     content = f"code,name,unit,active\r\n{rows}\r\n".encode()
-    session = AdminSession(master.url)
+    session = AdminSession(master)
     session.log_in(ADMIN, ADMIN)
 
     previewed = session.post_file(
