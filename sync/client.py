@@ -3,6 +3,7 @@
 import base64
 import gzip
 import json
+import logging
 import random
 import urllib.request
 import uuid
@@ -27,6 +28,11 @@ from .errors import ErrorCode, SyncError
 from .protocol import API_PREFIX, MAX_PULL_LIMIT, PROTOCOL_VERSION, SYNC_ID_HEADER, VERSION_HEADER
 from .registry import TABLES_BY_NAME
 from .snapshot import SnapshotPage, SnapshotPosition
+
+# A link cut inside the master's answer headers makes urllib3 log a warning with a traceback
+# before the read fails; the run reports that failure plainly (`unreachable`, and it resumes),
+# so the warning would only print a traceback at the operator.
+logging.getLogger("urllib3.connection").setLevel(logging.ERROR)
 
 # Refusals after which the next credential is tried: a token runs out, a key is replaced.
 TOKEN_REFUSALS = frozenset(
