@@ -27,7 +27,6 @@ from django.utils.text import Truncator
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_post_parameters
-from import_export import resources
 from import_export.admin import ExportMixin
 
 from stores.admin import last_change_text
@@ -320,16 +319,8 @@ STALENESS_TITLES = {
 }
 
 
-class SyncPeerResource(resources.ModelResource):
-    """The Sync with list as a file, without the key hashes (no use outside this database)."""
-
-    class Meta:
-        model = SyncPeer
-        exclude = ["key_hash", "pending_key_hash"]
-
-
 @admin.register(SyncPeer)
-class SyncPeerAdmin(ExportMixin, HistoryFromServices):
+class SyncPeerAdmin(HistoryFromServices):
     """The Sync with list; servers are added or removed only while the preferences are unlocked.
 
     Each row shows how syncing with that server goes; on a satellite it also has Sync now and
@@ -347,7 +338,6 @@ class SyncPeerAdmin(ExportMixin, HistoryFromServices):
     ]
     readonly_fields = ["last_changed", "stages"]
     search_fields = ["name", "store_code", "url"]
-    resource_classes = [SyncPeerResource]
     list_select_related = ["state"]
 
     class Media:
