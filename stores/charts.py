@@ -201,10 +201,12 @@ def line_chart(
     partial_notes = "".join(
         f'<li class="chart-partial-note">{escape(note)}</li>' for note in notes if note
     )
+    # Outside the f-strings: xgettext does not read messages inside them.
+    notes_label = escape(gettext("Partial periods"))
+    notes_heading = escape(gettext("Partly covered by the range, drawn hollow and dashed:"))
     note_list = (
-        f'<ul class="chart-notes help" aria-label="{escape(gettext("Partial periods"))}">'
-        f"<li>{escape(gettext('Partly covered by the range, drawn hollow and dashed:'))}</li>"
-        f"{partial_notes}</ul>"
+        f'<ul class="chart-notes help" aria-label="{notes_label}">'
+        f"<li>{notes_heading}</li>{partial_notes}</ul>"
         if partial_notes
         else ""
     )
