@@ -344,7 +344,7 @@ class SyncPeerAdmin(HistoryFromServices):
         css = {"all": ["sync/admin.css"]}
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[SyncPeer]:
-        queryset = super().get_queryset(request)
+        queryset = selectors.peers_with_last_run_failure(super().get_queryset(request))
         if preferences_get().is_master:
             return rejects.with_held_counts(selectors.peers_with_exchanges(queryset))
         return queryset
@@ -423,19 +423,7 @@ class SyncPeerAdmin(HistoryFromServices):
                 )
                 % {"count": streak, "when": self.last_failed(peer)},
             )
-        state = getattr(peer, "state", None)
-        if not (state and state.last_error):
-            return "-"
-        # The satellite's state keeps the message only; its last failed run has the code.
-        failed = (
-            SyncLog.objects.filter(peer_sync_id=peer.sync_id, result=SyncResult.FAILURE)
-            .exclude(error_code="")
-            .only("error_code", "message")
-            .first()
-        )
-        if failed is not None and failed.message == state.last_error:
-            return error_text(failed.error_code, failed.message)
-        return state.last_error
+        return selectors.state_error_text(peer) or "-"
 
     @admin.display(description=_("Last failed"))
     def last_failed(self, peer: SyncPeer) -> str:

@@ -401,7 +401,7 @@ class SyncLog(models.Model):
     @property
     def message_text(self) -> str:
         """The run's error in the viewer's language (the code's words), with its stored detail."""
-        return error_text(self.error_code, self.message) if self.error_code else self.message
+        return error_text(self.error_code, self.message)
 
 
 class AppliedBatch(models.Model):
@@ -586,7 +586,7 @@ class SyncExchange(models.Model):
     @property
     def message_text(self) -> str:
         """The exchange's error in the viewer's language (the code's words), with its detail."""
-        return error_text(self.error_code, self.message) if self.error_code else self.message
+        return error_text(self.error_code, self.message)
 
 
 class SyncRequest(models.Model):

@@ -4,7 +4,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 from django.utils.timesince import timesince
 from django.utils.translation import gettext
@@ -14,8 +13,15 @@ from stores.models import Store
 from stores.reports import ReportScope
 
 from .errors import error_text
-from .models import MASTER_SYNC_ID, SyncLog, SyncPeer, SyncResult
-from .selectors import Staleness, peers_with_exchanges, site_sync_id, sync_staleness
+from .models import MASTER_SYNC_ID, SyncPeer
+from .selectors import (
+    Staleness,
+    peers_with_exchanges,
+    peers_with_last_run_failure,
+    site_sync_id,
+    state_error_text,
+    sync_staleness,
+)
 
 STALENESS_LABELS: dict[Staleness, Any] = {
     "ok": _("OK"),
@@ -55,25 +61,6 @@ class SatelliteStatus:
         }
 
 
-def _last_failure_codes(sync_ids: list[int]) -> dict[int, tuple[str, str]]:
-    """Each peer's last failed run with a code, as (code, message), in one query."""
-    failed = (
-        SyncLog.objects.filter(peer_sync_id=OuterRef("sync_id"), result=SyncResult.FAILURE)
-        .exclude(error_code="")
-        .order_by("-started_at")
-    )
-    rows = (
-        SyncPeer.objects.filter(sync_id__in=sync_ids)
-        .annotate(
-            code=Subquery(failed.values("error_code")[:1]),
-            message=Subquery(failed.values("message")[:1]),
-        )
-        .exclude(code=None)
-        .values_list("sync_id", "code", "message")
-    )
-    return {sync_id: (code, message) for sync_id, code, message in rows}
-
-
 def satellite_statuses(*, scope: ReportScope) -> list[SatelliteStatus]:
     """On the master, every satellite in the Sync with list; on a satellite, its own link."""
     # A satellite's only peer is the master, whose entry names the master's store; the satellite
@@ -81,7 +68,9 @@ def satellite_statuses(*, scope: ReportScope) -> list[SatelliteStatus]:
     now = timezone.now()
     if scope.is_master:
         peers = list(
-            peers_with_exchanges(SyncPeer.objects.exclude(sync_id=MASTER_SYNC_ID))
+            peers_with_last_run_failure(
+                peers_with_exchanges(SyncPeer.objects.exclude(sync_id=MASTER_SYNC_ID))
+            )
             .select_related("state")
             .order_by("sync_id")
         )
@@ -92,27 +81,25 @@ def satellite_statuses(*, scope: ReportScope) -> list[SatelliteStatus]:
         )
         links = [(peer, peer.sync_id, peer.name, peer.store_code) for peer in peers]
     else:
-        master = SyncPeer.objects.filter(sync_id=MASTER_SYNC_ID).select_related("state").first()
+        master = (
+            peers_with_last_run_failure(SyncPeer.objects.filter(sync_id=MASTER_SYNC_ID))
+            .select_related("state")
+            .first()
+        )
         code = scope.store.code if scope.store else ""
         names = {code: scope.store.name} if scope.store else {}
         links = [(master, site_sync_id(), gettext("This satellite"), code)] if master else []
-    codes = _last_failure_codes([peer.sync_id for peer, *_ in links])
     statuses = []
     for peer, sync_id, name, store_code in links:
         state = getattr(peer, "state", None)
         last_success_at = state.last_success_at if state else None
         streak = getattr(peer, "failure_streak", 0)
-        last_error = state.last_error if state else ""
         if streak:
             code = getattr(peer, "last_error_code", "") or ""
             message = getattr(peer, "last_error_message", "") or ""
             last_error = f"{code}: {error_text(code, message)}"
-        elif last_error:
-            # The state keeps the English message only; the last failed run has its code, so
-            # the viewer reads the code's meaning in their language (sync.errors).
-            failed = codes.get(peer.sync_id)
-            if failed is not None and failed[1] == last_error:
-                last_error = error_text(failed[0], failed[1])
+        else:
+            last_error = state_error_text(peer)
         statuses.append(
             SatelliteStatus(
                 sync_id=sync_id,

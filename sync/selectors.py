@@ -11,7 +11,7 @@ from django.utils import timezone
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from .errors import StrOrPromise
+from .errors import StrOrPromise, error_text
 from .models import (
     MASTER_SYNC_ID,
     BufferedRecord,
@@ -336,6 +336,32 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 def _latest(field: str, **conditions: Any) -> Subquery:
     exchanges = SyncExchange.objects.filter(sync_id=OuterRef("sync_id"), **conditions)
     return Subquery(exchanges.order_by("-started_at", "-pk").values(field)[:1])
+
+
+def peers_with_last_run_failure(peers: QuerySet[SyncPeer]) -> QuerySet[SyncPeer]:
+    """`peers` annotated with their last failed run that has a code, in the same query:
+    run_error_code and run_error_message (None when there is none)."""
+    failed = (
+        SyncLog.objects.filter(peer_sync_id=OuterRef("sync_id"), result=SyncResult.FAILURE)
+        .exclude(error_code="")
+        .order_by("-started_at")
+    )
+    return peers.annotate(
+        run_error_code=Subquery(failed.values("error_code")[:1]),
+        run_error_message=Subquery(failed.values("message")[:1]),
+    )
+
+
+def state_error_text(peer: SyncPeer) -> str:
+    """The error a peer's state keeps, in the viewer's language when its last failed run (see
+    peers_with_last_run_failure) has the same message: the state keeps the English text only."""
+    state = getattr(peer, "state", None)
+    if not (state and state.last_error):
+        return ""
+    code = getattr(peer, "run_error_code", None)
+    if code and getattr(peer, "run_error_message", None) == state.last_error:
+        return error_text(code, state.last_error)
+    return str(state.last_error)
 
 
 def peers_with_exchanges(peers: QuerySet[SyncPeer] | None = None) -> QuerySet[SyncPeer]:
